@@ -1,0 +1,194 @@
+"""Go-style channels: a :class:`queue.Queue` that can be closed.
+
+A closed channel refuses new items (``put`` raises :class:`Closed`) but still
+hands out the items it holds; once they are consumed, ``get`` raises
+:class:`Closed` and iteration ends. ``close`` wakes every blocked ``get`` and
+``put``, so no thread waits on a closed channel.
+
+As in Go, a channel of size 0 is unbuffered: ``put`` returns once a ``get``
+has taken the item (a rendezvous), rather than never blocking as a
+``queue.Queue(0)`` would.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Callable, Iterator, TypeVar
+
+__all__ = ["Channel", "Closed"]
+
+T = TypeVar("T")
+
+
+class Closed(Exception):
+    """Raised by ``put`` on a closed channel, and by ``get`` on a closed,
+    empty one."""
+
+
+class Channel(queue.Queue[T]):
+    """A thread-safe FIFO that can be closed, with Go's channel semantics.
+
+    Args:
+        maxsize: How many items the channel buffers. ``put`` blocks while that
+            many are waiting. ``0`` means unbuffered: ``put`` blocks until a
+            ``get`` takes the item.
+
+    Iterating yields items until the channel is closed and drained.
+    """
+
+    def __init__(self, maxsize: int = 0) -> None:
+        if maxsize < 0:
+            raise ValueError(f"maxsize must be >= 0, not {maxsize}")
+        # An unbuffered channel still needs one slot to hand the item over.
+        super().__init__(maxsize or 1)
+        self.capacity = maxsize
+        self._closed = False
+        self._taken = 0  # items removed by get, to tell a rendezvous put its item went
+        self._given = 0  # items added by put
+        self._waiting_getters = 0
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closed
+
+    def close(self, *, discard: bool = False) -> None:
+        """Close the channel; idempotent.
+
+        Blocked ``put`` calls raise :class:`Closed`; blocked ``get`` calls
+        return the remaining items, then raise :class:`Closed`.
+
+        Args:
+            discard: Also drop the items still buffered.
+        """
+        with self.mutex:
+            if discard:
+                self.queue.clear()
+            self._closed = True
+            self.not_empty.notify_all()
+            self.not_full.notify_all()
+
+    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
+        """Put ``item``, blocking while the channel is full.
+
+        Raises:
+            Closed: The channel is closed (also when it closes while waiting).
+            queue.Full: ``block`` is false or ``timeout`` expired and there was
+                no room (for an unbuffered channel: no ``get`` took the item).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.not_full:
+            if self._closed:
+                raise Closed("put on a closed channel")
+            if self.capacity == 0 and not block and not self._waiting_getters:
+                raise queue.Full
+            self._wait(self.not_full, lambda: self._qsize() < self.maxsize, block, deadline)
+            if self._closed:
+                raise Closed("put on a closed channel")
+            self._put(item)
+            self._given += 1
+            self.unfinished_tasks += 1
+            self.not_empty.notify()
+            if self.capacity or not block:
+                return
+            ticket = self._given
+            try:
+                self._wait(self.not_full, lambda: self._taken >= ticket, True, deadline)
+            except queue.Full:
+                self._withdraw(item)
+                raise
+            if self._taken < ticket:
+                self._withdraw(item)
+                raise Closed("channel closed before the item was taken")
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        """Remove and return the oldest item, blocking while there is none.
+
+        Raises:
+            Closed: The channel is closed and empty.
+            queue.Empty: ``block`` is false or ``timeout`` expired.
+        """
+        return self.get_many(1, block, timeout)[0]
+
+    def get_many(
+        self, max_items: int | None = None, block: bool = True, timeout: float | None = None
+    ) -> list[T]:
+        """Remove and return up to ``max_items`` items (all if ``None``), at
+        least one, blocking while there is none.
+
+        Raises:
+            Closed: The channel is closed and empty.
+            queue.Empty: ``block`` is false or ``timeout`` expired.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.not_empty:
+            self._waiting_getters += 1
+            try:
+                self._wait(self.not_empty, self._qsize, block, deadline, queue.Empty)
+            finally:
+                self._waiting_getters -= 1
+            if not self._qsize():
+                raise Closed("get on a closed, empty channel")
+            count = self._qsize() if max_items is None else min(max_items, self._qsize())
+            items = [self._get() for _ in range(count)]
+            self._taken += count
+            if self.capacity:
+                self.not_full.notify(count)
+            else:
+                self.not_full.notify_all()
+            return items
+
+    def _force(self, item: T) -> None:
+        """Add ``item`` past ``maxsize``, without waiting; for the library's
+        own bounded extras (a keepalive ping, the last messages before a
+        close). Raises :class:`Closed` once closed."""
+        with self.mutex:
+            if self._closed:
+                raise Closed("put on a closed channel")
+            self._put(item)
+            self._given += 1
+            self.unfinished_tasks += 1
+            self.not_empty.notify()
+
+    def __iter__(self) -> Iterator[T]:
+        """Yield items until the channel is closed and drained."""
+        while True:
+            try:
+                yield self.get()
+            except Closed:
+                return
+
+    def _wait(
+        self,
+        condition: threading.Condition,
+        ready: Callable[[], object],
+        block: bool,
+        deadline: float | None,
+        timeout_error: type[Exception] = queue.Full,
+    ) -> None:
+        """Wait on ``condition`` until ``ready()`` or the channel is closed.
+
+        Called with ``self.mutex`` held. Raises ``timeout_error`` when neither
+        happens in time; the caller tells ready from closed.
+        """
+        while not ready() and not self._closed:
+            if not block:
+                raise timeout_error
+            if deadline is None:
+                condition.wait()
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise timeout_error
+                condition.wait(remaining)
+
+    def _withdraw(self, item: T) -> None:
+        """Take back an unbuffered put that nobody took in time."""
+        for index, queued in enumerate(self.queue):
+            if queued is item:
+                del self.queue[index]
+                self._given -= 1
+                self.unfinished_tasks -= 1
+                return

@@ -1,0 +1,150 @@
+"""The ``Sockets`` Flask extension: config, routing, registry, shutdown."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, request
+from werkzeug.routing import Rule
+from werkzeug.routing.exceptions import WebsocketMismatch
+
+from .exceptions import CloseCode
+from .handshake import NotUpgrade
+from .options import LOG_LEVEL_WARNING, resolve_options, unknown_config_keys
+from .session import EXTENSION_KEY, is_socket_view
+
+if TYPE_CHECKING:
+    from flask import Response
+
+    from .connection import Connection
+
+__all__ = ["Sockets"]
+
+
+class Sockets:
+    """WebSocket support for a Flask app: ``Sockets(app)`` or ``init_app(app)``.
+
+    It is optional for the decorators, which also work on a route declared
+    with ``websocket=True``. What it adds:
+
+    * plain ``@app.route`` rules of socket views become WebSocket rules (for
+      this app only, also for blueprints registered later);
+    * the ``SOCKETS_*`` config keys are validated at ``init_app`` (one key
+      per :class:`Options` field: ``SOCKETS_PING_PERIOD``,
+      ``SOCKETS_WRITE_WAIT``, ``SOCKETS_MAX_MESSAGE_SIZE``, ...);
+    * a registry of open connections (:attr:`connections`) and
+      :meth:`close_all` for a graceful shutdown.
+
+    Stored in ``app.extensions["sockets_channels"]``.
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        self._lock = threading.Lock()  # guards _connections
+        self._connections: set[Connection] = set()
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Set up ``app``.
+
+        Raises:
+            ValueError: A ``SOCKETS_*`` config value is invalid.
+        """
+        options = resolve_options(app.config)
+        for key in unknown_config_keys(app.config):
+            options.log(LOG_LEVEL_WARNING, "unknown config key %s is ignored", key)
+        app.extensions[EXTENSION_KEY] = self
+        for rule in app.url_map.iter_rules():
+            if is_socket_view(app.view_functions.get(rule.endpoint)):
+                rule.websocket = True
+        app.url_rule_class = _socket_rule_class(app, app.url_rule_class)
+        if WebsocketMismatch not in app.error_handler_spec[None][400]:
+            app.register_error_handler(WebsocketMismatch, _explain_mismatch)
+
+    @property
+    def connections(self) -> frozenset[Connection]:
+        """The connections open now (a snapshot)."""
+        with self._lock:
+            return frozenset(self._connections)
+
+    def close_all(
+        self, code: int = CloseCode.GOING_AWAY, reason: str = "", timeout: float | None = None
+    ) -> bool:
+        """Close every open connection with ``code`` (1001 by default), after
+        what their views already put on ``sender``. Never blocks unless
+        ``timeout`` is given: then wait up to ``timeout`` seconds for them to
+        end, cut TCP of those still open, and return whether all ended in
+        time.
+
+        Call it when the process is told to stop, e.g. on SIGTERM (see
+        :meth:`install_sigterm_handler`).
+        """
+        connections = self.connections
+        for connection in connections:
+            connection.close(code, reason)
+        if timeout is None:
+            return True
+        deadline = time.monotonic() + timeout
+        all_done = True
+        for connection in connections:
+            if not connection.wait_closed(max(0.0, deadline - time.monotonic())):
+                connection.abort()
+                all_done = False
+        return all_done
+
+    def install_sigterm_handler(self, code: int = CloseCode.GOING_AWAY) -> None:
+        """On SIGTERM, close every connection with ``code``, then run the
+        handler that was installed before (gunicorn's, which starts the
+        graceful shutdown). Call it in the main thread, e.g. from gunicorn's
+        ``post_worker_init`` hook: ``worker_exit`` runs too late, after the
+        graceful timeout."""
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            self.close_all(code)
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.raise_signal(signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    def track(self, connection: Connection) -> None:
+        """Add ``connection`` to the registry until it is done."""
+        with self._lock:
+            self._connections.add(connection)
+        connection.on_done(self.untrack)
+
+    def untrack(self, connection: Connection) -> None:
+        """Remove ``connection`` from the registry."""
+        with self._lock:
+            self._connections.discard(connection)
+
+
+def _socket_rule_class(app: Flask, base: type[Rule]) -> type[Rule]:
+    """A rule class for ``app`` whose rules are WebSocket rules when their
+    endpoint is a socket view. Decided at match time, because Flask creates
+    the rule before it records the view."""
+
+    class SocketsRule(base):  # type: ignore[valid-type,misc]
+        @property
+        def websocket(self) -> bool:
+            return self._websocket or is_socket_view(app.view_functions.get(self.endpoint))
+
+        @websocket.setter
+        def websocket(self, value: bool) -> None:
+            self._websocket = value
+
+    return SocketsRule
+
+
+def _explain_mismatch(error: Any) -> Response:
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        reason = "this URL does not accept WebSocket upgrades"
+    else:
+        reason = "this URL only accepts WebSocket upgrades (Connection: Upgrade, Upgrade: websocket)"
+    return NotUpgrade(reason).get_response()

@@ -1,0 +1,172 @@
+"""The opening handshake: request -> 405 / 400 / 426 / 403, or 101.
+
+Each refusal is raised as a werkzeug ``HTTPException`` so that Flask's error
+handlers and logging see it; its body is one plain-text line. An accepted
+request yields the bytes of the 101 response and the wsproto connection that
+takes over the socket.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable
+
+import h11
+from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, MethodNotAllowed
+from wsproto import ConnectionType
+from wsproto.connection import Connection as Protocol
+from wsproto.events import AcceptConnection, Request
+from wsproto.extensions import PerMessageDeflate
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import ProtocolError as WsprotoError
+
+from .options import LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options
+
+if TYPE_CHECKING:
+    from flask import Request as FlaskRequest
+
+__all__ = ["Accepted", "accept", "origin_allowed"]
+
+
+class _OneLineBody(HTTPException):
+    """A refusal whose body is one plain-text line, not an HTML page."""
+
+    def get_body(self, environ: Any = None, scope: Any = None) -> str:
+        return f"{self.code} {self.name}: {self.description}\n"
+
+    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+        headers = [(k, v) for k, v in super().get_headers(environ, scope) if k != "Content-Type"]
+        return [("Content-Type", "text/plain; charset=utf-8"), *headers]
+
+
+class NotGet(_OneLineBody, MethodNotAllowed):
+    """405: a WebSocket handshake must be a GET."""
+
+
+class NotUpgrade(_OneLineBody, BadRequest):
+    """400: the request is not a WebSocket upgrade."""
+
+
+class BadVersion(_OneLineBody):
+    """426: the client speaks another WebSocket version."""
+
+    code = 426
+    name = "Upgrade Required"
+
+    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+        return [*super().get_headers(environ, scope), ("Sec-WebSocket-Version", "13")]
+
+
+class OriginRejected(_OneLineBody, Forbidden):
+    """403: the Origin is not allowed."""
+
+
+@dataclass
+class Accepted:
+    """A handshake that succeeded.
+
+    Attributes:
+        response: The bytes of the 101 response, to be written as they are.
+        protocol: The wsproto connection, in the OPEN state.
+        subprotocol: The negotiated subprotocol, or ``None``.
+    """
+
+    response: bytes
+    protocol: Protocol
+    subprotocol: str | None
+
+
+def accept(request: FlaskRequest, options: Options) -> Accepted:
+    """Check ``request`` in the order of the spec and build the 101 response.
+
+    Raises:
+        HTTPException: 405, 400, 426 or 403, with a one-line reason.
+    """
+    if request.method != "GET":
+        options.log(LOG_LEVEL_INFO, "handshake refused (405): method %s", request.method)
+        raise NotGet(valid_methods=["GET"], description="a WebSocket handshake must be a GET")
+    problem = _upgrade_problem(request)
+    if problem:
+        options.log(LOG_LEVEL_INFO, "handshake refused (400) for %s: %s", request.path, problem)
+        raise NotUpgrade(problem)
+    version = request.headers.get("Sec-WebSocket-Version", "")
+    if version.strip() != "13":
+        options.log(LOG_LEVEL_INFO, "handshake refused (426): version %r", version)
+        raise BadVersion(f"Sec-WebSocket-Version {version!r} is not supported; use 13")
+    origin = request.headers.get("Origin")
+    if not origin_allowed(origin, request, options):
+        options.log(LOG_LEVEL_WARNING, "handshake refused (403): Origin %r not allowed", origin)
+        raise OriginRejected(f"Origin {origin!r} is not allowed")
+    offered = _tokens(request.headers.getlist("Sec-WebSocket-Protocol"), lower=False)
+    subprotocol = next((p for p in offered if p in options.subprotocols), None)
+    handshake = H11Handshake(ConnectionType.SERVER)
+    try:
+        handshake.initiate_upgrade_connection(_raw_headers(request), _target(request))
+        (event,) = list(handshake.events())
+        assert isinstance(event, Request)
+        extensions = [PerMessageDeflate()] if options.compression else []
+        response = handshake.send(AcceptConnection(subprotocol=subprotocol, extensions=extensions))
+    except (WsprotoError, h11.ProtocolError, ValueError) as exc:
+        options.log(LOG_LEVEL_INFO, "handshake refused (400): %s", exc)
+        raise NotUpgrade(f"malformed handshake: {exc}") from exc
+    protocol = handshake.connection
+    assert protocol is not None
+    return Accepted(response, protocol, subprotocol)
+
+
+def origin_allowed(origin: str | None, request: FlaskRequest, options: Options) -> bool:
+    """Whether ``origin`` passes ``options.allowed_origin``.
+
+    A request without an Origin header (not a browser) is always allowed. A
+    pattern must match the whole Origin, case-insensitively; ``{{host}}``
+    stands for the request's Host, regex-escaped.
+    """
+    policy = options.allowed_origin
+    if policy is None or origin is None:
+        return True
+    if callable(policy):
+        return bool(policy(origin, request))
+    patterns = (policy,) if isinstance(policy, str) else policy
+    host = request.headers.get("Host", "")
+    return any(_origin_regex(pattern, host).fullmatch(origin) for pattern in patterns)
+
+
+@functools.lru_cache(maxsize=256)
+def _origin_regex(pattern: str, host: str) -> re.Pattern[str]:
+    return re.compile(pattern.replace("{{host}}", re.escape(host)), re.IGNORECASE)
+
+
+def _upgrade_problem(request: FlaskRequest) -> str | None:
+    """Why ``request`` is not a WebSocket upgrade, or ``None`` if it is one."""
+    if "upgrade" not in _tokens(request.headers.getlist("Connection")):
+        return "not a WebSocket upgrade: 'Connection: Upgrade' header missing"
+    if "websocket" not in _tokens(request.headers.getlist("Upgrade")):
+        return "not a WebSocket upgrade: 'Upgrade: websocket' header missing"
+    key = request.headers.get("Sec-WebSocket-Key")
+    if key is None:
+        return "not a WebSocket upgrade: Sec-WebSocket-Key header missing"
+    try:
+        valid = len(base64.b64decode(key.strip(), validate=True)) == 16
+    except binascii.Error:
+        valid = False
+    if not valid:
+        return "invalid Sec-WebSocket-Key: must be 16 bytes, base64-encoded"
+    return None
+
+
+def _tokens(values: Iterable[str], lower: bool = True) -> list[str]:
+    tokens = (token.strip() for value in values for token in value.split(","))
+    return [token.lower() if lower else token for token in tokens if token]
+
+
+def _raw_headers(request: FlaskRequest) -> list[tuple[bytes, bytes]]:
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in request.headers]
+
+
+def _target(request: FlaskRequest) -> bytes:
+    path: str = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or "/"
+    return path.encode("latin-1")

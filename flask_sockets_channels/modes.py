@@ -1,0 +1,240 @@
+"""The four message modes and their decorators.
+
+=====================  ===================  ============================  ==========
+decorator              ``receiver`` yields  ``sender`` takes              frames sent
+=====================  ===================  ============================  ==========
+``messages()``         ``str``              ``str``                       text
+``byte_messages()``    ``bytes``            bytes, bytearray, memoryview  binary
+``json_messages(M)``   ``M`` instances      ``M`` instances, JSON values  text
+``mixed_messages()``   ``str`` or ``bytes`` ``str`` or bytes-like         by type
+=====================  ===================  ============================  ==========
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import typing
+from typing import Any, Callable, TypeVar, Union, overload
+
+from wsproto.events import BytesMessage, Message, TextMessage
+
+from .connection import Codec, Raw
+from .exceptions import CloseCode, DecodeError, ProtocolError
+from .options import Options
+from .session import socket_view
+
+__all__ = ["byte_messages", "json_messages", "messages", "mixed_messages"]
+
+View = TypeVar("View", bound=Callable[..., Any])
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_JSON_VALUES = (dict, list, str, int, float, bool, type(None))
+
+
+class TextCodec(Codec):
+    """Text mode: ``str`` both ways; a binary frame must be UTF-8."""
+
+    def encode(self, item: Any) -> Message:
+        if not isinstance(item, str):
+            raise TypeError(f"messages() sends str, not {type(item).__name__}")
+        return TextMessage(data=item)
+
+    def decode(self, message: Raw) -> str:
+        if isinstance(message, str):
+            return message
+        try:
+            return message.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(
+                "binary message is not valid UTF-8", CloseCode.INVALID_FRAME_PAYLOAD_DATA
+            ) from exc
+
+
+class BytesCodec(Codec):
+    """Bytes mode: ``bytes`` in, bytes-like out; a text frame arrives as UTF-8."""
+
+    def encode(self, item: Any) -> Message:
+        if isinstance(item, bytes):
+            return BytesMessage(data=item)
+        if isinstance(item, (bytearray, memoryview)):
+            return BytesMessage(data=bytes(item))  # a copy: the caller may reuse its buffer
+        raise TypeError(f"byte_messages() sends bytes-like objects, not {type(item).__name__}")
+
+    def decode(self, message: Raw) -> bytes:
+        return message.encode("utf-8") if isinstance(message, str) else message
+
+
+class MixedCodec(Codec):
+    """Mixed mode: each frame keeps its type."""
+
+    def encode(self, item: Any) -> Message:
+        if isinstance(item, str):
+            return TextMessage(data=item)
+        if isinstance(item, _BYTES_LIKE):
+            return BytesMessage(data=item if isinstance(item, bytes) else bytes(item))
+        raise TypeError(f"mixed_messages() sends str or bytes-like, not {type(item).__name__}")
+
+    def decode(self, message: Raw) -> Raw:
+        return message
+
+
+class JsonCodec(Codec):
+    """JSON mode bound to ``model``: a dict, a dataclass, a pydantic-style
+    model (``model_validate`` / ``model_dump``), any class taking the
+    object's keys as keyword arguments, or ``object`` for any JSON value."""
+
+    def __init__(self, model: type[Any]) -> None:
+        if not isinstance(model, type):
+            raise TypeError(f"json_messages() takes a class, not {model!r}")
+        self.model = model
+        self._field_types: dict[str, tuple[type, ...]] = {}
+        if dataclasses.is_dataclass(model):
+            self._field_types = _checkable_field_types(model)
+
+    def encode(self, item: Any) -> Message:
+        value = self._to_json_value(item)
+        try:
+            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"json_messages() cannot send {type(item).__name__}: {exc}") from exc
+        return TextMessage(data=text)
+
+    def decode(self, message: Raw) -> Any:
+        try:
+            value = json.loads(message)
+        except ValueError as exc:  # also UnicodeDecodeError, for a binary frame
+            raise DecodeError(f"message is not JSON: {exc}", message) from exc
+        try:
+            return self._from_json_value(value)
+        except (TypeError, ValueError) as exc:
+            raise DecodeError(f"message is not a valid {self.model.__name__}: {exc}", message) from exc
+
+    def _to_json_value(self, item: Any) -> Any:
+        if dataclasses.is_dataclass(item) and not isinstance(item, type):
+            return dataclasses.asdict(item)
+        dump = getattr(item, "model_dump", None)
+        if dump is not None and callable(dump):
+            return dump(mode="json")
+        if isinstance(item, _JSON_VALUES):
+            return item
+        raise TypeError(
+            f"json_messages({self.model.__name__}) sends {self.model.__name__} instances "
+            f"or JSON values, not {type(item).__name__}"
+        )
+
+    def _from_json_value(self, value: Any) -> Any:
+        model = self.model
+        if model is object:
+            return value
+        validate = getattr(model, "model_validate", None)
+        if validate is not None:
+            return validate(value)
+        if not isinstance(value, dict):
+            raise TypeError(f"expected a JSON object, got {type(value).__name__}")
+        if model is dict:
+            return value
+        for name, types in self._field_types.items():
+            if name in value and not _is_instance(value[name], types):
+                raise TypeError(f"field {name!r} must be {types[0].__name__}")
+        return model(**value)
+
+
+def _checkable_field_types(model: type) -> dict[str, tuple[type, ...]]:
+    """Dataclass fields whose annotation is a plain JSON type (or Optional of
+    one), to check decoded values against."""
+    try:
+        hints = typing.get_type_hints(model)
+    except Exception:  # unresolvable annotations: no checks
+        return {}
+    checkable = {}
+    for item in dataclasses.fields(model):
+        hint = hints.get(item.name)
+        options = typing.get_args(hint) if typing.get_origin(hint) is Union else (hint,)
+        types = tuple(typing.get_origin(t) or t for t in options)
+        if all(t in _JSON_VALUES for t in types):
+            checkable[item.name] = types
+    return checkable
+
+
+def _is_instance(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in types:
+        return False  # JSON true is not an int
+    if isinstance(value, int) and float in types:
+        return True
+    return isinstance(value, types)
+
+
+def _decorator(codec: Codec, options: Any, overrides: dict[str, Any]) -> Any:
+    if inspect.isfunction(options):  # used bare: @messages
+        return socket_view(options, codec, None, overrides)
+    return lambda view: socket_view(view, codec, options, overrides)
+
+
+@overload
+def messages(options: View) -> View: ...
+@overload
+def messages(options: Options | None = None, **overrides: Any) -> Decorator: ...
+def messages(options: Any = None, **overrides: Any) -> Any:
+    """Make a view a WebSocket endpoint exchanging text messages.
+
+    Use under ``@app.route`` / ``@blueprint.route``. The view gets, by
+    naming them, ``receiver`` (``str`` messages), ``sender`` (takes ``str``;
+    anything else raises ``TypeError`` at ``put``), ``errors``,
+    ``disconnect``, ``done`` and ``connection``, besides its URL variables.
+    Returning closes with 1000 after what was put on ``sender`` is sent;
+    raising closes with 1011. An inbound binary frame must be UTF-8 (else
+    1007).
+
+    Args:
+        options: An :class:`Options`; its explicitly set fields override the
+            app's ``SOCKETS_*`` config.
+        **overrides: Single options, overriding everything else, e.g.
+            ``messages(ping_period=5)``.
+
+    Raises:
+        ValueError: An option is invalid (at decoration, not at request).
+    """
+    return _decorator(TextCodec(), options, overrides)
+
+
+@overload
+def byte_messages(options: View) -> View: ...
+@overload
+def byte_messages(options: Options | None = None, **overrides: Any) -> Decorator: ...
+def byte_messages(options: Any = None, **overrides: Any) -> Any:
+    """Like :func:`messages`, for binary messages: ``receiver`` yields
+    ``bytes`` (a text frame arrives as its UTF-8 bytes), ``sender`` takes
+    ``bytes``, ``bytearray`` or ``memoryview`` and sends binary frames."""
+    return _decorator(BytesCodec(), options, overrides)
+
+
+@overload
+def mixed_messages(options: View) -> View: ...
+@overload
+def mixed_messages(options: Options | None = None, **overrides: Any) -> Decorator: ...
+def mixed_messages(options: Any = None, **overrides: Any) -> Any:
+    """Like :func:`messages`, keeping each frame's type: ``receiver`` yields
+    ``str`` for a text frame and ``bytes`` for a binary one; ``sender`` sends
+    ``str`` as text and bytes-like objects as binary."""
+    return _decorator(MixedCodec(), options, overrides)
+
+
+def json_messages(
+    model: type[Any] = dict, options: Options | None = None, **overrides: Any
+) -> Decorator:
+    """Like :func:`messages`, with JSON messages bound to ``model``.
+
+    ``receiver`` yields instances of ``model``: ``dict`` (a JSON object), a
+    dataclass (built from the object's keys; fields annotated with plain
+    JSON types are checked), a pydantic-style model (``model_validate``), or
+    ``object`` for any JSON value. A message that does not decode or
+    validate is dropped and a :class:`DecodeError` (with the raw text) goes
+    on ``errors``; the connection stays open. ``sender`` takes instances of
+    ``model`` and plain JSON values, and raises ``TypeError`` at ``put`` for
+    anything it cannot serialise. Both text and binary frames are accepted.
+    """
+    if inspect.isfunction(model):  # used bare: @json_messages
+        return socket_view(model, JsonCodec(dict), None, overrides)  # type: ignore[no-any-return]
+    return _decorator(JsonCodec(model), options, overrides)  # type: ignore[no-any-return]

@@ -1,0 +1,176 @@
+"""Run one socket view: handshake, take the socket, start the connection,
+call the view with its channels, close, and end the request cleanly."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from flask import Flask, current_app, request
+from flask.signals import request_started
+from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.routing.exceptions import WebsocketMismatch
+
+from . import handshake, servers
+from .connection import Codec, Connection
+from .options import LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options, resolve_options
+
+if TYPE_CHECKING:
+    from flask.typing import ResponseReturnValue
+
+__all__ = ["EXTENSION_KEY", "INJECTABLE", "SocketView", "is_socket_view", "socket_view"]
+
+#: Where the ``Sockets`` extension keeps itself in ``app.extensions``.
+EXTENSION_KEY = "sockets_channels"
+#: Keyword arguments a socket view may ask for by naming them.
+INJECTABLE = ("receiver", "sender", "errors", "disconnect", "done", "connection")
+
+_MISROUTED_HINT = (
+    "socket view %r is on a plain (non-WebSocket) rule, so werkzeug answers WebSocket "
+    "upgrades to it with 400 before it runs. Fix: add websocket=True to its route, "
+    "or set up Sockets(app) / sockets.init_app(app)"
+)
+
+
+@dataclass
+class SocketView:
+    """What a socket decorator knows about the view it wraps."""
+
+    view: Callable[..., Any]
+    codec: Codec
+    options: Options | None
+    overrides: Mapping[str, Any]
+    inject: tuple[str, ...]
+    _per_app: weakref.WeakKeyDictionary[Flask, Options] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
+    _hinted: weakref.WeakSet[Flask] = field(default_factory=weakref.WeakSet)
+
+    def options_for(self, app: Flask) -> Options:
+        """The options in force for ``app``: overrides > options > config."""
+        options = self._per_app.get(app)
+        if options is None:
+            options = resolve_options(app.config, self.options, **self.overrides)
+            self._per_app[app] = options
+        return options
+
+    def hint_misrouted(self, app: Flask, options: Options) -> None:
+        """Log, once per app, that this view sits on a plain rule."""
+        if app not in self._hinted:
+            self._hinted.add(app)
+            options.log(LOG_LEVEL_WARNING, _MISROUTED_HINT, self.view.__name__)
+
+
+def socket_view(
+    view: Callable[..., Any], codec: Codec, options: Options | None, overrides: Mapping[str, Any]
+) -> Callable[..., ResponseReturnValue]:
+    """Wrap ``view`` into a Flask view that runs a WebSocket session.
+
+    Raises:
+        ValueError: The options are invalid.
+        TypeError: ``options`` is not an ``Options``, or an override names no
+            option.
+    """
+    if options is not None and not isinstance(options, Options):
+        raise TypeError(f"options must be an Options instance, not {type(options).__name__}")
+    resolve_options({}, options, **overrides)  # invalid values fail at decoration
+    spec = SocketView(view, codec, options, dict(overrides), _injected_names(view))
+    _watch_misrouted_upgrades()
+
+    @functools.wraps(view)
+    def endpoint(**url_values: Any) -> ResponseReturnValue:
+        return run(spec, url_values)
+
+    endpoint.__sockets_channels__ = spec  # type: ignore[attr-defined]
+    endpoint.methods = ["GET"]  # type: ignore[attr-defined]
+    endpoint.provide_automatic_options = False  # type: ignore[attr-defined]
+    return endpoint
+
+
+def is_socket_view(function: object) -> bool:
+    """Whether ``function`` was made by one of the socket decorators."""
+    return isinstance(getattr(function, "__sockets_channels__", None), SocketView)
+
+
+def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
+    """Serve the current request as a WebSocket session of ``spec.view``."""
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    options = spec.options_for(app)
+    rule = request.url_rule
+    if rule is not None and not rule.websocket:
+        spec.hint_misrouted(app, options)
+    accepted = handshake.accept(request, options)
+    try:
+        taken = servers.take_socket(request.environ)
+    except servers.UnsupportedServer as exc:
+        options.log(LOG_LEVEL_ERROR, "%s", exc)
+        raise InternalServerError(str(exc)) from exc
+    connection = Connection(
+        taken.sock,
+        accepted.protocol,
+        options,
+        spec.codec,
+        remote_addr=request.remote_addr,
+        path=request.path,
+        subprotocol=accepted.subprotocol,
+    )
+    registry = app.extensions.get(EXTENSION_KEY)
+    if registry is not None:
+        registry.track(connection)
+    try:
+        connection.start(accepted.response, taken.buffered)
+    except OSError as exc:
+        options.log(LOG_LEVEL_INFO, "%s: client left during the handshake: %s", connection.name, exc)
+        connection.abort()
+        if registry is not None:
+            registry.untrack(connection)
+        return servers.finished_response()
+    injected = {
+        name: connection if name == "connection" else getattr(connection, name)
+        for name in spec.inject
+    }
+    try:
+        spec.view(**url_values, **injected)
+    except Exception:
+        options.log(LOG_LEVEL_ERROR, "%s: view raised; closing with 1011", connection.name, exc_info=True)
+        connection.fail(None, 1011, "internal error")
+    except BaseException:
+        connection.abort()
+        raise
+    else:
+        connection.close()
+    # Every path to `done` is bounded once the view has returned (see
+    # Connection._teardown); only write_wait=None can make it wait for ever.
+    connection.wait_closed()
+    return servers.finished_response()
+
+
+def _injected_names(view: Callable[..., Any]) -> tuple[str, ...]:
+    parameters = inspect.signature(view).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return INJECTABLE
+    names = {p.name for p in parameters}
+    return tuple(name for name in INJECTABLE if name in names)
+
+
+@functools.lru_cache(maxsize=None)
+def _watch_misrouted_upgrades() -> None:
+    """Connect, once, the signal receiver that explains a 400 given by
+    werkzeug to an upgrade request aimed at a socket view on a plain rule."""
+    request_started.connect(_hint_misrouted_upgrade, weak=False)
+
+
+def _hint_misrouted_upgrade(sender: Flask, **extra: Any) -> None:
+    if not isinstance(request.routing_exception, WebsocketMismatch):
+        return
+    try:
+        endpoint, _ = sender.url_map.bind_to_environ(request.environ).match(websocket=False)
+    except HTTPException:
+        return
+    view = sender.view_functions.get(endpoint)
+    if is_socket_view(view):
+        spec: SocketView = view.__sockets_channels__  # type: ignore[union-attr]
+        spec.hint_misrouted(sender, spec.options_for(sender))
