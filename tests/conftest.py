@@ -1,0 +1,181 @@
+"""Real servers on loopback: werkzeug in-process and gunicorn gthread.
+
+Every server is started on an ephemeral port and stopped (and, for
+gunicorn, waited for by PID) when its fixture ends. ``FSC_TIMEOUT_SCALE``
+scales every wait; ``FSC_STRICT_SKIPS=1`` (set in CI) turns a skip for a
+missing external program into a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+
+from tests.server_app import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+SCALE = float(os.environ.get("FSC_TIMEOUT_SCALE", "1"))
+STRICT = os.environ.get("FSC_STRICT_SKIPS") == "1"
+
+
+def wait_time(seconds: float) -> float:
+    """``seconds`` scaled for slow machines."""
+    return seconds * SCALE
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip (or, in CI, fail) when an external component is missing."""
+    if not condition:
+        if STRICT:
+            pytest.fail(f"required for CI: {reason}")
+        pytest.skip(reason)
+
+
+class Server:
+    """A running server: its base URLs, journal and log."""
+
+    def __init__(self, kind: str, port: int, log_path: Path) -> None:
+        self.kind = kind
+        self.port = port
+        self.log_path = log_path
+        self.http = f"http://127.0.0.1:{port}"
+        self.ws = f"ws://127.0.0.1:{port}"
+        self.host = f"127.0.0.1:{port}"
+
+    def get(self, path: str, timeout: float = 10) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.http + path, timeout=wait_time(timeout)) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def journal(self, key: str, timeout: float = 10) -> dict[str, Any]:
+        """The entry a view recorded under ``key``; fails if none in time."""
+        status, body = self.get(f"/_journal/{key}?timeout={wait_time(timeout)}", timeout + 5)
+        assert status == 200, f"no journal entry {key!r} within {timeout} s"
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    def threads(self) -> list[str]:
+        return json.loads(self.get("/_threads")[1])  # type: ignore[no-any-return]
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def wait_log(self, text: str, timeout: float = 5) -> str:
+        """Wait until ``text`` appears in the log; return the log."""
+        deadline = time.monotonic() + wait_time(timeout)
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not logged; log:\n{self.log()[-3000:]}")
+            time.sleep(0.02)  # polling a file: there is no event to wait on
+        return self.log()
+
+
+@contextlib.contextmanager
+def werkzeug_server(log_path: Path, extension: bool = True) -> Iterator[Server]:
+    """The werkzeug development server, threaded, in this process."""
+    os.environ["FSC_TEST_LOG"] = str(log_path)
+    app = create_app(extension=extension)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="werkzeug-test-server")
+    thread.start()
+    try:
+        yield Server("werkzeug", server.server_port, log_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(wait_time(10))
+
+
+@contextlib.contextmanager
+def gunicorn_server(
+    log_path: Path, extension: bool = True, threads: int = 64, extra: tuple[str, ...] = ()
+) -> Iterator[Server]:
+    """gunicorn with one gthread worker, as a subprocess bound to a socket
+    we opened on an ephemeral port (so no port race and no polling)."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
+    env = dict(os.environ, FSC_TEST_LOG=str(log_path), FSC_TEST_EXTENSION="1" if extension else "0")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = [
+        sys.executable, "-m", "gunicorn",
+        "-k", "gthread", "-w", "1", "--threads", str(threads),
+        "--bind", f"fd://{listener.fileno()}",
+        "--graceful-timeout", "10",
+        "--error-logfile", str(log_path.with_suffix(".gunicorn.log")),
+        "--log-level", "debug",
+        *extra,
+        "tests.server_app:app_from_env()",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, env=env, pass_fds=(listener.fileno(),), cwd=ROOT)
+    listener.close()
+    try:
+        server = Server("gunicorn", port, log_path)
+        server.process = process  # type: ignore[attr-defined]
+        status, _ = server.get("/", timeout=30)
+        assert status == 200
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(wait_time(20))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+SERVERS = {"werkzeug": werkzeug_server, "gunicorn": gunicorn_server}
+
+
+@pytest.fixture(scope="session", params=["werkzeug", "gunicorn"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The test app on each server (started once per session)."""
+    log_path = tmp_path_factory.mktemp(request.param) / "server.log"
+    with SERVERS[request.param](log_path) as running:
+        yield running
+
+
+@pytest.fixture(scope="session", params=["werkzeug", "gunicorn"])
+def bare_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The test app without the Sockets extension (routes say websocket=True)."""
+    log_path = tmp_path_factory.mktemp(request.param + "-bare") / "server.log"
+    with SERVERS[request.param](log_path, extension=False) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def no_connection_threads_left() -> Iterator[None]:
+    """Every connection a test opened in this process has ended its threads."""
+    yield
+    deadline = time.monotonic() + wait_time(10)
+    while True:
+        left = [t.name for t in threading.enumerate() if t.name.startswith("ws-")]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"connection threads left running: {left}")
+        time.sleep(0.01)  # threads have no join-all; poll the list
+
+
+def have(program: str) -> bool:
+    return shutil.which(program) is not None

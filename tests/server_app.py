@@ -1,0 +1,297 @@
+"""The app the tests serve, under werkzeug (in-process) and gunicorn.
+
+Views that observe something record it in a journal, read back over HTTP
+(``GET /_journal/<id>`` waits until the entry exists), so the same test runs
+against an in-process server and a gunicorn subprocess alike. A client picks
+the journal id with ``?id=...``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Flask, abort, jsonify, request
+
+import flask_sockets_channels as sockets
+
+
+class Journal:
+    """Entries recorded by views, waited on by tests."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Any] = {}
+        self._changed = threading.Condition()
+
+    def record(self, key: str | None, value: Any) -> None:
+        if key:
+            with self._changed:
+                self._entries[key] = value
+                self._changed.notify_all()
+
+    def wait(self, key: str, timeout: float) -> Any:
+        with self._changed:
+            if self._changed.wait_for(lambda: key in self._entries, timeout):
+                return self._entries.pop(key)
+        return None
+
+
+journal = Journal()
+
+
+@dataclass
+class ChatMessage:
+    user: str
+    text: str
+
+
+def _entry_id() -> str | None:
+    return request.args.get("id")
+
+
+def _report(connection: sockets.Connection, errors: sockets.Channel[Any], **extra: Any) -> None:
+    """Record how the connection ended, once `done` is set."""
+    key = _entry_id()
+    done = connection.done.wait(30)
+    found = []
+    for error in errors:
+        found.append(
+            {
+                "type": type(error).__name__,
+                "code": getattr(error, "code", None),
+                "raw": getattr(error, "raw", None) if isinstance(getattr(error, "raw", None), str) else None,
+            }
+        )
+    alive = [t.name for t in threading.enumerate() if t.name.startswith(connection.name + " ")]
+    journal.record(
+        key,
+        {
+            "done": done,
+            "errors": found,
+            "close_code": connection.close_code,
+            "close_reason": connection.close_reason,
+            "threads_alive": alive,
+            **extra,
+        },
+    )
+
+
+def create_app(extension: bool = True) -> Flask:
+    app = Flask(__name__)
+    app.config["SOCKETS_CLOSE_TIMEOUT"] = 2
+    log_path = os.environ.get("FSC_TEST_LOG")
+    if log_path:
+        handler = logging.FileHandler(log_path)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        logger = logging.getLogger("flask_sockets_channels")
+        if not any(getattr(h, "baseFilename", None) == handler.baseFilename for h in logger.handlers):
+            logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    if extension:
+        sockets.Sockets(app)
+    websocket = not extension  # without the extension, rules must say so
+
+    @app.route("/")
+    def index() -> str:
+        return "test app\n"
+
+    @app.route("/_journal/<key>")
+    def read_journal(key: str) -> Any:
+        entry = journal.wait(key, float(request.args.get("timeout", 10)))
+        if entry is None:
+            abort(404)
+        return jsonify(entry)
+
+    @app.route("/_threads")
+    def threads() -> Any:
+        return jsonify(sorted(t.name for t in threading.enumerate()))
+
+    @app.route("/_connections")
+    def connections() -> Any:
+        ext = app.extensions.get("sockets_channels")
+        return jsonify(len(ext.connections) if ext else -1)
+
+    @app.route("/echo", websocket=websocket)
+    @sockets.messages()
+    def echo(receiver, sender):  # type: ignore[no-untyped-def]
+        for message in receiver:
+            sender.put(message)
+
+    @app.route("/echo/bytes", websocket=websocket)
+    @sockets.byte_messages()
+    def echo_bytes(receiver, sender):  # type: ignore[no-untyped-def]
+        for message in receiver:
+            sender.put(message)
+
+    @app.route("/echo/json", websocket=websocket)
+    @sockets.json_messages()
+    def echo_json(receiver, sender, errors, connection):  # type: ignore[no-untyped-def]
+        for message in receiver:
+            sender.put(message)
+            while not errors.empty():
+                error = errors.get()
+                sender.put({"error": type(error).__name__, "raw": error.raw})
+
+    @app.route("/echo/chat", websocket=websocket)
+    @sockets.json_messages(ChatMessage)
+    def echo_chat(receiver, sender, errors):  # type: ignore[no-untyped-def]
+        for message in receiver:
+            assert isinstance(message, ChatMessage)
+            sender.put(ChatMessage(user=message.user.upper(), text=message.text))
+            while not errors.empty():
+                error = errors.get()
+                sender.put({"error": type(error).__name__, "raw": error.raw})
+
+    @app.route("/echo/mixed", websocket=websocket)
+    @sockets.mixed_messages(max_message_size=None)
+    def echo_mixed(receiver, sender):  # type: ignore[no-untyped-def]
+        for message in receiver:
+            sender.put(message)
+
+    @app.route("/probe", websocket=websocket)
+    @sockets.messages(max_message_size=1024)
+    def probe(receiver, sender, errors, connection):  # type: ignore[no-untyped-def]
+        """Echo; after the end, record errors and close code."""
+        for message in receiver:
+            sender.put(message)
+        _report(connection, errors)
+
+    @app.route("/probe/json", websocket=websocket)
+    @sockets.json_messages(ChatMessage)
+    def probe_json(receiver, errors, connection):  # type: ignore[no-untyped-def]
+        received = [message.text for message in receiver]
+        _report(connection, errors, received=received)
+
+    @app.route("/return-after/<int:count>", websocket=websocket)
+    @sockets.messages()
+    def return_after(count, receiver, sender, errors, connection):  # type: ignore[no-untyped-def]
+        """Reply `count` times to the first message, then return."""
+        first = receiver.get()
+        for index in range(count):
+            sender.put(f"{first}-{index}")
+        threading.Thread(target=_report, args=(connection, errors)).start()
+
+    @app.route("/raise", websocket=websocket)
+    @sockets.messages()
+    def raises(receiver, sender, errors, connection):  # type: ignore[no-untyped-def]
+        threading.Thread(target=_report, args=(connection, errors)).start()
+        receiver.get()
+        sender.put("queued before the error")
+        raise RuntimeError("view failed on purpose")
+
+    @app.route("/disconnect/<int:code>", websocket=websocket)
+    @sockets.messages()
+    def disconnect_view(code, receiver, sender, disconnect, errors, connection):  # type: ignore[no-untyped-def]
+        receiver.get()
+        sender.put("before close")
+        disconnect.put((code, "bye"))
+        started = time.monotonic()
+        disconnect.put(4999)  # ignored, and must not block
+        second_put = time.monotonic() - started
+        try:
+            sender.put("after close")
+            put_after = "accepted"
+        except sockets.Closed:
+            put_after = "Closed"
+        _report(connection, errors, second_put=second_put, put_after=put_after)
+
+    @app.route("/close/<int:code>", websocket=websocket)
+    @sockets.messages()
+    def close_view(code, receiver, connection, errors):  # type: ignore[no-untyped-def]
+        receiver.get()
+        connection.close(code, "closing on purpose")
+        connection.close(4000, "ignored")
+        _report(connection, errors)
+
+    @app.route("/push/<int:count>", websocket=websocket)
+    @sockets.messages(send_channel_buffer=4)
+    def push(count, sender):  # type: ignore[no-untyped-def]
+        for index in range(count):
+            sender.put(str(index))
+
+    @app.route("/kwargs/<name>/<int:number>", websocket=websocket)
+    @sockets.messages()
+    def all_kwargs(name, number, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs["sender"].put(json.dumps({"name": name, "number": number, "kwargs": sorted(kwargs)}))
+        kwargs["receiver"].get()
+
+    @app.route("/only-sender", websocket=websocket)
+    @sockets.messages()
+    def only_sender(sender):  # type: ignore[no-untyped-def]
+        sender.put("hello")
+
+    @app.route("/wrong-type/<mode>", websocket=websocket)
+    @sockets.mixed_messages()
+    def wrong_type(mode, sender):  # type: ignore[no-untyped-def]
+        try:
+            sender.put(12345)
+        except TypeError as exc:
+            sender.put(f"TypeError: {exc}")
+
+    @app.route("/wrong-type-text", websocket=websocket)
+    @sockets.messages()
+    def wrong_type_text(sender):  # type: ignore[no-untyped-def]
+        for item in (b"bytes", 1, None):
+            try:
+                sender.put(item)
+                sender.put("accepted")
+            except TypeError:
+                sender.put("TypeError")
+
+    @app.route("/subprotocols", websocket=websocket)
+    @sockets.messages(subprotocols=("chat.v2", "chat.v1"))
+    def subprotocols(sender, connection):  # type: ignore[no-untyped-def]
+        sender.put(str(connection.subprotocol))
+
+    @app.route("/any-origin", websocket=websocket)
+    @sockets.messages(allowed_origin=None)
+    def any_origin(sender):  # type: ignore[no-untyped-def]
+        sender.put("ok")
+
+    @app.route("/origin-list", websocket=websocket)
+    @sockets.messages(allowed_origin=[r"https://example\.com", r"https://.*\.example\.com"])
+    def origin_list(sender):  # type: ignore[no-untyped-def]
+        sender.put("ok")
+
+    @app.route("/origin-callable", websocket=websocket)
+    @sockets.messages(allowed_origin=lambda origin, req: origin.endswith(".trusted.test"))
+    def origin_callable(sender):  # type: ignore[no-untyped-def]
+        sender.put("ok")
+
+    @app.route("/wait-done", websocket=websocket)
+    @sockets.messages()
+    def wait_done(receiver, sender, done, errors, connection):  # type: ignore[no-untyped-def]
+        """A view that only waits for the peer to go away."""
+        sender.put("ready")
+        done.wait(30)
+        _report(connection, errors)
+
+    @app.route("/page")
+    def page() -> str:
+        return "a page\n"
+
+    @app.route("/page", websocket=True, endpoint="page_socket")
+    @sockets.messages()
+    def page_socket(sender):  # type: ignore[no-untyped-def]
+        sender.put("socket at /page")
+
+    blueprint = Blueprint("bp", __name__, url_prefix="/bp")
+
+    @blueprint.route("/echo/<prefix>", websocket=websocket)
+    @sockets.messages()
+    def bp_echo(prefix, receiver, sender):  # type: ignore[no-untyped-def]
+        for message in receiver:
+            sender.put(f"{prefix}:{message}")
+
+    app.register_blueprint(blueprint)
+    return app
+
+
+def app_from_env() -> Flask:
+    """Entry point for gunicorn: ``tests.server_app:app_from_env()``."""
+    return create_app(extension=os.environ.get("FSC_TEST_EXTENSION", "1") == "1")
