@@ -54,9 +54,10 @@ def _entry_id() -> str | None:
     return request.args.get("id")
 
 
-def _report(connection: sockets.Connection, errors: sockets.Channel[Any], **extra: Any) -> None:
+def _report(
+    connection: sockets.Connection, errors: sockets.Channel[Any], key: str | None, **extra: Any
+) -> None:
     """Record how the connection ended, once `done` is set."""
-    key = _entry_id()
     done = connection.done.wait(30)
     found = []
     for error in errors:
@@ -116,6 +117,13 @@ def create_app(extension: bool = True) -> Flask:
         ext = app.extensions.get("sockets_channels")
         return jsonify(len(ext.connections) if ext else -1)
 
+    @app.route("/_close_all")
+    def close_all() -> Any:
+        ext = app.extensions["sockets_channels"]
+        count = len(ext.connections)
+        ext.close_all()
+        return jsonify(count)
+
     @app.route("/echo", websocket=websocket)
     @sockets.messages()
     def echo(receiver, sender):  # type: ignore[no-untyped-def]
@@ -159,13 +167,13 @@ def create_app(extension: bool = True) -> Flask:
         """Echo; after the end, record errors and close code."""
         for message in receiver:
             sender.put(message)
-        _report(connection, errors)
+        _report(connection, errors, _entry_id())
 
     @app.route("/probe/json", websocket=websocket)
     @sockets.json_messages(ChatMessage)
     def probe_json(receiver, errors, connection):  # type: ignore[no-untyped-def]
         received = [message.text for message in receiver]
-        _report(connection, errors, received=received)
+        _report(connection, errors, _entry_id(), received=received)
 
     @app.route("/return-after/<int:count>", websocket=websocket)
     @sockets.messages()
@@ -174,12 +182,12 @@ def create_app(extension: bool = True) -> Flask:
         first = receiver.get()
         for index in range(count):
             sender.put(f"{first}-{index}")
-        threading.Thread(target=_report, args=(connection, errors)).start()
+        threading.Thread(target=_report, args=(connection, errors, _entry_id())).start()
 
     @app.route("/raise", websocket=websocket)
     @sockets.messages()
     def raises(receiver, sender, errors, connection):  # type: ignore[no-untyped-def]
-        threading.Thread(target=_report, args=(connection, errors)).start()
+        threading.Thread(target=_report, args=(connection, errors, _entry_id())).start()
         receiver.get()
         sender.put("queued before the error")
         raise RuntimeError("view failed on purpose")
@@ -198,7 +206,7 @@ def create_app(extension: bool = True) -> Flask:
             put_after = "accepted"
         except sockets.Closed:
             put_after = "Closed"
-        _report(connection, errors, second_put=second_put, put_after=put_after)
+        _report(connection, errors, _entry_id(), second_put=second_put, put_after=put_after)
 
     @app.route("/close/<int:code>", websocket=websocket)
     @sockets.messages()
@@ -206,7 +214,7 @@ def create_app(extension: bool = True) -> Flask:
         receiver.get()
         connection.close(code, "closing on purpose")
         connection.close(4000, "ignored")
-        _report(connection, errors)
+        _report(connection, errors, _entry_id())
 
     @app.route("/push/<int:count>", websocket=websocket)
     @sockets.messages(send_channel_buffer=4)
@@ -269,7 +277,7 @@ def create_app(extension: bool = True) -> Flask:
         """A view that only waits for the peer to go away."""
         sender.put("ready")
         done.wait(30)
-        _report(connection, errors)
+        _report(connection, errors, _entry_id())
 
     @app.route("/page")
     def page() -> str:
