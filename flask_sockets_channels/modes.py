@@ -23,7 +23,7 @@ from wsproto.events import BytesMessage, Message, TextMessage
 from .connection import Codec, Raw
 from .exceptions import CloseCode, DecodeError, ProtocolError
 from .options import Options
-from .session import socket_view
+from .session import check_options, socket_view
 
 __all__ = ["byte_messages", "json_messages", "messages", "mixed_messages"]
 
@@ -169,6 +169,7 @@ def _is_instance(value: Any, types: tuple[type, ...]) -> bool:
 def _decorator(codec: Codec, options: Any, overrides: dict[str, Any]) -> Any:
     if inspect.isfunction(options):  # used bare: @messages
         return socket_view(options, codec, None, overrides)
+    check_options(options, overrides)
     return lambda view: socket_view(view, codec, options, overrides)
 
 

@@ -21,7 +21,9 @@ from .options import LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options
 if TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
 
-__all__ = ["EXTENSION_KEY", "INJECTABLE", "SocketView", "is_socket_view", "socket_view"]
+__all__ = [
+    "EXTENSION_KEY", "INJECTABLE", "SocketView", "check_options", "is_socket_view", "socket_view"
+]
 
 #: Where the ``Sockets`` extension keeps itself in ``app.extensions``.
 EXTENSION_KEY = "sockets_channels"
@@ -74,9 +76,7 @@ def socket_view(
         TypeError: ``options`` is not an ``Options``, or an override names no
             option.
     """
-    if options is not None and not isinstance(options, Options):
-        raise TypeError(f"options must be an Options instance, not {type(options).__name__}")
-    resolve_options({}, options, **overrides)  # invalid values fail at decoration
+    check_options(options, overrides)
     spec = SocketView(view, codec, options, dict(overrides), _injected_names(view))
     _watch_misrouted_upgrades()
 
@@ -88,6 +88,19 @@ def socket_view(
     endpoint.methods = ["GET"]  # type: ignore[attr-defined]
     endpoint.provide_automatic_options = False  # type: ignore[attr-defined]
     return endpoint
+
+
+def check_options(options: object, overrides: Mapping[str, Any]) -> None:
+    """Fail at decoration for invalid options.
+
+    Raises:
+        ValueError: A value is invalid.
+        TypeError: ``options`` is not an ``Options``, or an override names no
+            option.
+    """
+    if options is not None and not isinstance(options, Options):
+        raise TypeError(f"options must be an Options instance, not {type(options).__name__}")
+    resolve_options({}, options, **overrides)
 
 
 def is_socket_view(function: object) -> bool:

@@ -91,7 +91,13 @@ class Server:
 def werkzeug_server(log_path: Path, extension: bool = True) -> Iterator[Server]:
     """The werkzeug development server, threaded, in this process."""
     os.environ["FSC_TEST_LOG"] = str(log_path)
-    app = create_app(extension=extension)
+    with serve_app(create_app(extension=extension), log_path) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve_app(app: Any, log_path: Path) -> Iterator[Server]:
+    """Any app on a threaded werkzeug server in this process."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="werkzeug-test-server")
     thread.start()

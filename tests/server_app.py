@@ -279,6 +279,11 @@ def create_app(extension: bool = True) -> Flask:
         done.wait(30)
         _report(connection, errors, _entry_id())
 
+    @app.route("/misrouted")  # a plain rule: needs the extension
+    @sockets.messages()
+    def misrouted(sender):  # type: ignore[no-untyped-def]
+        sender.put("routed")
+
     @app.route("/page")
     def page() -> str:
         return "a page\n"

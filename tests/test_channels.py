@@ -1,0 +1,192 @@
+"""Channel: queue.Queue with close, Go semantics for size 0."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from flask_sockets_channels import Channel, Closed
+from tests.conftest import wait_time
+
+T = wait_time(5)
+
+
+@contextmanager
+def running(target: Callable[[], Any]) -> Iterator[dict[str, Any]]:
+    """Run ``target`` in a thread; yield its outcome dict once joined."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = target()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        yield outcome
+    finally:
+        thread.join(T)
+        assert not thread.is_alive()
+
+
+def test_is_a_queue_and_generic() -> None:
+    channel: Channel[int] = Channel(2)
+    assert isinstance(channel, queue.Queue)
+    assert Channel[str] is not None
+
+
+def test_fifo_order() -> None:
+    channel: Channel[int] = Channel(3)
+    for item in (1, 2, 3):
+        channel.put(item)
+    assert [channel.get(), channel.get(), channel.get()] == [1, 2, 3]
+
+
+def test_put_on_closed_raises_closed() -> None:
+    channel: Channel[int] = Channel(1)
+    channel.close()
+    with pytest.raises(Closed):
+        channel.put(1)
+
+
+def test_get_drains_then_raises_closed() -> None:
+    channel: Channel[int] = Channel(2)
+    channel.put(1)
+    channel.close()
+    assert channel.get() == 1
+    with pytest.raises(Closed):
+        channel.get()
+
+
+def test_iteration_ends_when_closed_and_drained() -> None:
+    channel: Channel[int] = Channel(5)
+    for item in range(3):
+        channel.put(item)
+    channel.close()
+    assert list(channel) == [0, 1, 2]
+
+
+def test_close_is_idempotent_and_sets_closed() -> None:
+    channel: Channel[int] = Channel(1)
+    assert not channel.closed
+    channel.close()
+    channel.close()
+    assert channel.closed
+
+
+def test_close_discard_drops_buffered_items() -> None:
+    channel: Channel[int] = Channel(3)
+    channel.put(1)
+    channel.close(discard=True)
+    with pytest.raises(Closed):
+        channel.get_nowait()
+
+
+def test_close_wakes_a_blocked_get() -> None:
+    channel: Channel[int] = Channel(1)
+    started = threading.Event()
+
+    def get() -> int:
+        started.set()
+        return channel.get()
+
+    with running(get) as outcome:
+        assert started.wait(T)
+        channel.close()
+    assert isinstance(outcome["error"], Closed)
+
+
+def test_close_wakes_a_blocked_put() -> None:
+    channel: Channel[int] = Channel(1)
+    channel.put(0)
+    started = threading.Event()
+
+    def put() -> None:
+        started.set()
+        channel.put(1)
+
+    with running(put) as outcome:
+        assert started.wait(T)
+        channel.close()
+    assert isinstance(outcome["error"], Closed)
+
+
+def test_put_blocks_while_full() -> None:
+    channel: Channel[int] = Channel(1)
+    channel.put(0)
+    with pytest.raises(queue.Full):
+        channel.put(1, timeout=0.01)
+    with pytest.raises(queue.Full):
+        channel.put_nowait(1)
+
+
+def test_get_times_out_with_empty() -> None:
+    channel: Channel[int] = Channel(1)
+    with pytest.raises(queue.Empty):
+        channel.get(timeout=0.01)
+    with pytest.raises(queue.Empty):
+        channel.get_nowait()
+
+
+def test_unbuffered_put_returns_once_taken() -> None:
+    channel: Channel[str] = Channel(0)
+    taken = threading.Event()
+
+    def put() -> None:
+        channel.put("hand-over")
+        assert taken.is_set()
+
+    with running(put) as outcome:
+        assert channel.get(timeout=T) == "hand-over"
+        taken.set()
+    assert "error" not in outcome
+
+
+def test_unbuffered_put_times_out_and_withdraws() -> None:
+    channel: Channel[str] = Channel(0)
+    with pytest.raises(queue.Full):
+        channel.put("nobody takes it", timeout=0.01)
+    assert channel.empty()
+
+
+def test_unbuffered_put_nowait_needs_a_waiting_getter() -> None:
+    channel: Channel[str] = Channel(0)
+    with pytest.raises(queue.Full):
+        channel.put_nowait("x")
+
+
+def test_unbuffered_put_raises_closed_when_closed_before_taken() -> None:
+    channel: Channel[str] = Channel(0)
+    started = threading.Event()
+
+    def put() -> None:
+        started.set()
+        channel.put("never taken")
+
+    with running(put) as outcome:
+        assert started.wait(T)
+        while channel.empty():  # the put has not inserted yet
+            threading.Event().wait(0.001)
+        channel.close()
+    assert isinstance(outcome["error"], Closed)
+
+
+def test_get_many_takes_everything_available() -> None:
+    channel: Channel[int] = Channel(5)
+    for item in range(4):
+        channel.put(item)
+    assert channel.get_many() == [0, 1, 2, 3]
+    channel.put(9)
+    assert channel.get_many(max_items=1) == [9]
+
+
+def test_negative_size_is_rejected() -> None:
+    with pytest.raises(ValueError):
+        Channel(-1)
