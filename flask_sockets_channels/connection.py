@@ -235,8 +235,6 @@ class Connection:
             self._sock.sendall(handshake_response)
         self.options.log(LOG_LEVEL_INFO, "%s: opened", self.name)
         self._buffered = buffered
-        self._reader.start()
-        self._writer.start()
         now = time.monotonic()
         self._last_seen = now
         due = float("inf")
@@ -245,7 +243,11 @@ class Connection:
         if self.options.pong_wait is not None:
             due = min(due, now + self.options.pong_wait)
         if due != float("inf"):
+            # Before the reader starts, so that its teardown's unregister
+            # always comes after this.
             scheduler.register(self, due)
+        self._writer.start()  # first: the reader's teardown joins it
+        self._reader.start()
 
     def abort(self) -> None:
         """Cut TCP at once, without a closing handshake; the threads end."""
@@ -574,8 +576,7 @@ class Connection:
             self._state.notify_all()
         self.receiver.close()
         self.sender.close(discard=True)
-        if self._writer.is_alive():
-            self._writer.join()
+        self._writer.join()
         scheduler.unregister(self)
         self._set_close_code(CloseCode.ABNORMAL_CLOSURE, "")
         self.errors.close()

@@ -42,6 +42,13 @@ class Journal:
 
 
 journal = Journal()
+releases: dict[str, threading.Event] = {}
+releases_lock = threading.Lock()
+
+
+def release_event(key: str) -> threading.Event:
+    with releases_lock:
+        return releases.setdefault(key, threading.Event())
 
 
 @dataclass
@@ -283,6 +290,54 @@ def create_app(extension: bool = True) -> Flask:
     @sockets.messages()
     def misrouted(sender):  # type: ignore[no-untyped-def]
         sender.put("routed")
+
+    @app.route("/_release/<key>")
+    def release(key: str) -> str:
+        release_event(key).set()
+        return "released\n"
+
+    @app.route("/_rss")
+    def rss() -> Any:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return jsonify(int(line.split()[1]))
+        abort(500)
+
+    @app.route("/keepalive", websocket=websocket)
+    @sockets.messages(ping_period=0.3, pong_wait=0.9, close_timeout=0.5)
+    def keepalive(receiver, sender, errors, connection):  # type: ignore[no-untyped-def]
+        sender.put("ready")
+        for message in receiver:
+            sender.put(message)
+        _report(connection, errors, _entry_id())
+
+    @app.route("/stall", websocket=websocket)
+    @sockets.byte_messages(ping_period=0.3, pong_wait=0.9)
+    def stall(receiver, sender, errors, connection):  # type: ignore[no-untyped-def]
+        """Read nothing until released, then count what arrives in order."""
+        key = _entry_id()
+        sender.put(b"ready")
+        release_event(key or "").wait(60)
+        count, in_order = 0, True
+        for message in receiver:
+            in_order = in_order and message[:8] == count.to_bytes(8, "big")
+            count += 1
+        _report(connection, errors, key, count=count, in_order=in_order)
+
+    @app.route("/firehose", websocket=websocket)
+    @sockets.byte_messages(write_wait=0.5, close_timeout=0.5)
+    def firehose(sender, errors, connection):  # type: ignore[no-untyped-def]
+        """Send until the peer stops reading and the write times out."""
+        key = _entry_id()
+        chunk = b"z" * 65536
+        put_raised = None
+        try:
+            for _ in range(100000):
+                sender.put(chunk)
+        except sockets.Closed:
+            put_raised = "Closed"
+        _report(connection, errors, key, put_raised=put_raised)
 
     @app.route("/page")
     def page() -> str:
