@@ -25,13 +25,15 @@ if it does not end in time, closing raises ``AssertionError``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import h11
 from werkzeug.datastructures import Headers
@@ -52,7 +54,13 @@ from wsproto.events import (
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError as WsprotoError
 
-from .exceptions import NORMAL_CODES, CloseCode, ConnectionClosed, ConnectionClosedError, SocketsError
+from .exceptions import (
+    NORMAL_CODES,
+    CloseCode,
+    ConnectionClosed,
+    ConnectionClosedError,
+    SocketsError,
+)
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -218,7 +226,7 @@ class WebSocketSession:
             ConnectionClosed: The session is closing or closed.
             TimeoutError: The server did not read for ``timeout`` seconds.
         """
-        event: Message
+        event: Message[Any]
         if isinstance(message, str):
             event = TextMessage(data=message)
         elif isinstance(message, (bytes, bytearray, memoryview)):
@@ -257,7 +265,7 @@ class WebSocketSession:
         """
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         while not self._messages:
-            if self._close_code is not None:
+            if self._close_code is not None or self._finished:
                 raise self._closed()
             self._read(deadline)
         return self._messages.popleft()
@@ -320,8 +328,12 @@ class WebSocketSession:
 
     # -- the server side ----------------------------------------------------
 
-    def _start_server(self, app: Flask, environ: dict[str, Any], server_sock: socket.socket) -> None:
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+    def _start_server(
+        self, app: Flask, environ: dict[str, Any], server_sock: socket.socket
+    ) -> None:
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
             self._status = status
             self._response_headers = Headers(headers)
             return lambda data: None
@@ -345,7 +357,8 @@ class WebSocketSession:
                 # nothing, so the client sees EOF where it waits for the 101.
                 server_sock.close()
 
-        self._server = threading.Thread(target=serve, name=f"websocket test request {environ['PATH_INFO']}", daemon=True)
+        name = f"websocket test request {environ['PATH_INFO']}"
+        self._server = threading.Thread(target=serve, name=name, daemon=True)
         self._server.start()
 
     def _open(self) -> None:
@@ -362,40 +375,42 @@ class WebSocketSession:
                         self.subprotocol = event.subprotocol
                         self._protocol = self._handshake.connection
         except (WsprotoError, h11.ProtocolError) as exc:
-            self._abandon(deadline)
-            raise ConnectionClosedError(CloseCode.PROTOCOL_ERROR, f"bad 101 response: {exc}") from exc
-        except BaseException:
-            self._abandon(deadline)
-            raise
-        if self._protocol is None:  # EOF: the app answered without a 101
-            self._abandon(deadline)
-            status = int((self._status or "0").split()[0])
-            if status != 101:
-                body = self._body.decode("utf-8", "replace")
-                raise HandshakeRejected(status, body, self._response_headers)
-            raise ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "socket closed during the handshake")
+            self._abandon()
+            error = f"bad 101 response: {exc}"
+            raise ConnectionClosedError(CloseCode.PROTOCOL_ERROR, error) from exc
+        except TimeoutError:
+            self._abandon()
+            error = f"the app did not answer the handshake within {self._timeout} s"
+            raise TimeoutError(error) from None
+        if self._protocol is not None:
+            # Frames that came with the 101 are already parsed.
+            self._handle(self._protocol.events())
+            return
+        self._abandon()  # EOF: the app answered without a 101
+        status = int((self._status or "0").split()[0])
+        if status != 101:
+            body = self._body.decode("utf-8", "replace")
+            raise HandshakeRejected(status, body, self._response_headers)
+        error = "socket closed during the handshake"
+        raise ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, error)
 
-    def _abandon(self, deadline: float) -> None:
-        """End a session that never opened, then re-raise the app's error."""
+    def _abandon(self) -> None:
+        """End a session that never opened; re-raise the app's error."""
         self._finished = True
-        self._finish(deadline)
+        if not self._finish(time.monotonic() + self._timeout):
+            raise AssertionError(f"the app's request thread did not end within {self._timeout} s")
         if self._server_error is not None:
             raise self._server_error
 
-    def _finish(self, deadline: float) -> None:
-        """Close our end (the server reads EOF) and join the request thread."""
-        try:
+    def _finish(self, deadline: float) -> bool:
+        """Close our end (the server reads EOF) and join the request thread,
+        until ``deadline``; return whether it ended."""
+        with contextlib.suppress(OSError):  # the server reset it first
             self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # the server reset it first
         self._sock.close()
         assert self._server is not None
         self._server.join(max(0.0, deadline - time.monotonic()))
-        if self._server.is_alive():
-            raise AssertionError(
-                f"the server's request thread {self._server.name!r} did not end within "
-                f"{self._timeout} s of the session closing: the view did not return"
-            )
+        return not self._server.is_alive()
 
     # -- reading ------------------------------------------------------------
 
@@ -427,7 +442,8 @@ class WebSocketSession:
         assert protocol is not None
         for event in events:
             if isinstance(event, (TextMessage, BytesMessage)):
-                self._fragments.append(event.data)
+                data = event.data
+                self._fragments.append(data if isinstance(data, str) else bytes(data))
                 if event.message_finished:
                     fragments, self._fragments = self._fragments, []
                     if isinstance(event, TextMessage):
@@ -440,6 +456,9 @@ class WebSocketSession:
             elif isinstance(event, CloseConnection):
                 if protocol.state is ConnectionState.REMOTE_CLOSING:
                     self._write(protocol.send(event.response()))
+                elif protocol.state is ConnectionState.OPEN:
+                    # wsproto reports a bad frame as a close nobody sent: fail.
+                    self._write(protocol.send(CloseConnection(event.code, event.reason)))
                 self._set_close(event.code, event.reason or "")
                 # The closing handshake is over: the server reads EOF next.
                 self._shutdown_write()
@@ -468,10 +487,8 @@ class WebSocketSession:
             raise self._closed() from exc
 
     def _shutdown_write(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # already shut down, or reset
             self._sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # already shut down, or reset by the server
 
     def _set_close(self, code: int, reason: str) -> None:
         self._close_code, self._close_reason = int(code), reason
@@ -490,4 +507,4 @@ def _parse_request_headers(request: bytes) -> list[tuple[str, str]]:
     parser.receive_data(request)
     event = parser.next_event()
     assert isinstance(event, h11.Request)
-    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers.raw_items()]
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers]
