@@ -339,6 +339,12 @@ def create_app(extension: bool = True) -> Flask:
             put_raised = "Closed"
         _report(connection, errors, key, put_raised=put_raised)
 
+    @app.route("/echo/deflate", websocket=websocket)
+    @sockets.mixed_messages(compression=True)
+    def echo_deflate(receiver, sender):  # type: ignore[no-untyped-def]
+        for message in receiver:
+            sender.put(message)
+
     @app.route("/page")
     def page() -> str:
         return "a page\n"
