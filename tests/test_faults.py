@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import socket
 import time
 import uuid
+from pathlib import Path
 
+import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.conftest import Server, wait_time
+from tests.conftest import ROOT, Server, gunicorn_server, wait_time
 from tests.wire import BINARY, PING, TEXT, RawClient, frame
 
 T = wait_time(5)
@@ -169,3 +174,23 @@ def test_threads_return_to_baseline_after_many_connections(server: Server) -> No
         time.sleep(0.05)
     assert connection_threads() == 0
     assert abs(len(server.threads()) - baseline) <= 2, json.dumps(server.threads())
+
+
+def test_sigterm_closes_every_connection_with_1001_at_once(tmp_path: Path) -> None:
+    config = str(ROOT / "examples" / "gunicorn.conf.py")
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(gunicorn_server(tmp_path / "log", extra=("-c", config)))
+        clients = [stack.enter_context(connect(f"{server.ws}/wait-done", open_timeout=T)) for _ in range(20)]
+        for ws in clients:
+            assert ws.recv(timeout=T) == "ready"
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+        codes = []
+        for ws in clients:
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=T)
+            codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
+        elapsed = time.monotonic() - started
+        assert codes == [1001] * 20
+        assert elapsed < 5  # the graceful timeout is 10 s: closed at its start
+        assert server.process.wait(wait_time(10)) == 0  # type: ignore[attr-defined]
