@@ -1,0 +1,410 @@
+"""WebSocketTestClient and the ws_client fixture (SPEC §8)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Blueprint, Flask, request
+
+import flask_sockets_channels as sockets
+from flask_sockets_channels import ConnectionClosed, ConnectionClosedError
+
+# The fixture under test. Where the package is installed, pytest has also
+# registered it through the pytest11 entry point; this module-level name then
+# overrides that one for this module only (same function, nearer scope), so
+# the import is harmless either way.
+from flask_sockets_channels.pytest_plugin import ws_client  # noqa: F401
+from flask_sockets_channels.testing import HandshakeRejected, WebSocketTestClient
+from tests.conftest import wait_time
+
+T = wait_time(5)
+KEEPALIVE_THREAD = "flask-sockets-channels keepalive"
+
+
+def make_blueprint(websocket: bool) -> Blueprint:
+    """Socket views on a blueprint; ``websocket`` marks their rules (needed
+    without the extension)."""
+    bp = Blueprint("ws", __name__)
+    route: Any = {"websocket": True} if websocket else {}
+
+    @bp.route("/echo", **route)
+    @sockets.messages()
+    def echo(receiver: sockets.Channel[str], sender: sockets.Channel[str]) -> None:
+        for message in receiver:
+            sender.put(message)
+
+    @bp.route("/echo/bytes", **route)
+    @sockets.byte_messages()
+    def echo_bytes(receiver: sockets.Channel[bytes], sender: sockets.Channel[bytes]) -> None:
+        for message in receiver:
+            sender.put(message)
+
+    @bp.route("/echo/json", **route)
+    @sockets.json_messages(object)
+    def echo_json(receiver: sockets.Channel[Any], sender: sockets.Channel[Any]) -> None:
+        for message in receiver:
+            sender.put(message)
+
+    @bp.route("/echo/mixed", **route)
+    @sockets.mixed_messages()
+    def echo_mixed(receiver: sockets.Channel[Any], sender: sockets.Channel[Any]) -> None:
+        for message in receiver:
+            sender.put(message)
+
+    @bp.route("/subprotocol", **route)
+    @sockets.messages(subprotocols=("chat.v2", "chat.v1"))
+    def subprotocol(sender: sockets.Channel[str], connection: sockets.Connection) -> None:
+        sender.put(str(connection.subprotocol))
+
+    @bp.route("/close/<int:code>", **route)
+    @sockets.messages()
+    def close(code: int, receiver: sockets.Channel[str], disconnect: sockets.Channel[Any]) -> None:
+        disconnect.put((code, "bye"))
+        for _ in receiver:
+            pass
+
+    @bp.route("/goodbye", **route)
+    @sockets.messages()
+    def goodbye(sender: sockets.Channel[str]) -> None:
+        sender.put("goodbye")
+
+    @bp.route("/raise", **route)
+    @sockets.messages()
+    def raises() -> None:
+        raise RuntimeError("boom in the view")
+
+    @bp.route("/request", **route)
+    @sockets.json_messages(object)
+    def request_info(sender: sockets.Channel[Any]) -> None:
+        sender.put(
+            {
+                "args": request.args.to_dict(),
+                "token": request.headers.get("X-Token"),
+                "remote_addr": request.remote_addr,
+            }
+        )
+
+    @bp.route("/record", **route)
+    @sockets.messages()
+    def record(receiver: sockets.Channel[str], connection: sockets.Connection) -> None:
+        for _ in receiver:
+            pass
+        connection.wait_closed(T)
+        bp_records.append((connection.close_code, connection.close_reason))
+
+    @bp.route("/stuck", **route)
+    @sockets.messages()
+    def stuck() -> None:
+        release.wait(T)
+
+    return bp
+
+
+bp_records: list[tuple[int | None, str]] = []
+release = threading.Event()
+extension = sockets.Sockets()
+
+
+def create_app(use_extension: bool = True) -> Flask:
+    """An app factory: the blueprint's plain rules become WebSocket rules
+    through ``init_app``, or are declared ``websocket=True`` without it."""
+    app = Flask(__name__)
+    app.config["TESTING"] = True
+    if use_extension:
+        extension.init_app(app)
+    app.register_blueprint(make_blueprint(websocket=not use_extension), url_prefix="/ws")
+    return app
+
+
+@pytest.fixture
+def app() -> Flask:
+    return create_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> WebSocketTestClient:
+    return WebSocketTestClient(app, timeout=T)
+
+
+@pytest.fixture
+def records() -> Iterator[list[tuple[int | None, str]]]:
+    bp_records.clear()
+    yield bp_records
+    bp_records.clear()
+
+
+# -- the four modes -----------------------------------------------------------
+
+
+def test_text_mode_echoes_text(client: WebSocketTestClient) -> None:
+    with client.connect("/ws/echo") as ws:
+        for message in ["hello", "", "ünïcödé ✓", "x" * 60_000]:
+            ws.send(message)
+            assert ws.receive() == message
+
+
+def test_bytes_mode_echoes_bytes(client: WebSocketTestClient) -> None:
+    with client.connect("/ws/echo/bytes") as ws:
+        ws.send(b"\x00\xff\x10")
+        assert ws.receive() == b"\x00\xff\x10"
+
+
+def test_json_mode_echoes_json(client: WebSocketTestClient) -> None:
+    with client.connect("/ws/echo/json") as ws:
+        ws.send_json({"a": [1, 2], "b": "é"})
+        assert ws.receive_json() == {"a": [1, 2], "b": "é"}
+
+
+def test_mixed_mode_keeps_each_frame_type(client: WebSocketTestClient) -> None:
+    with client.connect("/ws/echo/mixed") as ws:
+        ws.send("text")
+        ws.send(bytearray(b"\x01\x02"))
+        assert ws.receive() == "text"
+        assert ws.receive() == b"\x01\x02"
+
+
+def test_send_json_and_receive_json_go_as_text_frames(client: WebSocketTestClient) -> None:
+    with client.connect("/ws/echo") as ws:
+        ws.send_json([1, {"x": None}])
+        assert ws.receive() == '[1, {"x": null}]'
+        ws.send('{"y": true}')
+        assert ws.receive_json() == {"y": True}
+
+
+# -- handshake refusals -------------------------------------------------------
+
+
+def test_foreign_origin_is_rejected_with_403(client: WebSocketTestClient) -> None:
+    with pytest.raises(HandshakeRejected) as rejected:
+        client.connect("/ws/echo", headers={"Origin": "http://evil.example"})
+    assert rejected.value.status == 403
+    assert "'http://evil.example' is not allowed" in rejected.value.body
+
+
+def test_origin_of_the_host_is_accepted(client: WebSocketTestClient) -> None:
+    with client.connect("/ws/echo", headers={"Origin": "http://localhost"}) as ws:
+        ws.send("ok")
+        assert ws.receive() == "ok"
+
+
+def test_post_is_rejected_with_405(client: WebSocketTestClient) -> None:
+    with pytest.raises(HandshakeRejected) as rejected:
+        client.connect("/ws/echo", method="POST")
+    assert rejected.value.status == 405
+    assert "GET" in rejected.value.headers["Allow"]
+
+
+def test_invalid_key_is_rejected_with_400(client: WebSocketTestClient) -> None:
+    with pytest.raises(HandshakeRejected) as rejected:
+        client.connect("/ws/echo", headers={"Sec-WebSocket-Key": "too short"})
+    assert rejected.value.status == 400
+    assert "Sec-WebSocket-Key" in rejected.value.body
+
+
+def test_wrong_version_is_rejected_with_426(client: WebSocketTestClient) -> None:
+    with pytest.raises(HandshakeRejected) as rejected:
+        client.connect("/ws/echo", headers={"Sec-WebSocket-Version": "8"})
+    assert rejected.value.status == 426
+    assert rejected.value.headers["Sec-WebSocket-Version"] == "13"
+
+
+def test_plain_rule_without_extension_is_rejected_with_400() -> None:
+    app = Flask(__name__)
+
+    @app.route("/echo")
+    @sockets.messages()
+    def echo(receiver: sockets.Channel[str], sender: sockets.Channel[str]) -> None:
+        for message in receiver:  # pragma: no cover - never runs
+            sender.put(message)
+
+    with pytest.raises(HandshakeRejected) as rejected:
+        WebSocketTestClient(app, timeout=T).connect("/echo")
+    assert rejected.value.status == 400
+
+
+def test_exception_propagated_by_flask_is_raised_in_the_test() -> None:
+    app = Flask(__name__)
+    app.config["TESTING"] = True
+
+    @app.route("/broken", websocket=True)
+    def broken() -> str:
+        raise KeyError("not a socket view")
+
+    with pytest.raises(KeyError, match="not a socket view"):
+        WebSocketTestClient(app, timeout=T).connect("/broken")
+
+
+# -- subprotocols, request data -----------------------------------------------
+
+
+def test_first_offered_subprotocol_the_server_supports_is_chosen(
+    client: WebSocketTestClient,
+) -> None:
+    with client.connect("/ws/subprotocol", subprotocols=["chat.v3", "chat.v1", "chat.v2"]) as ws:
+        assert ws.subprotocol == "chat.v1"
+        assert ws.receive() == "chat.v1"
+
+
+def test_no_subprotocol_when_none_is_shared(client: WebSocketTestClient) -> None:
+    with client.connect("/ws/subprotocol", subprotocols=["mqtt"]) as ws:
+        assert ws.subprotocol is None
+        assert ws.receive() == "None"
+
+
+def test_headers_and_query_string_dict_reach_the_view(client: WebSocketTestClient) -> None:
+    query = {"room": "a b", "n": "1"}
+    with client.connect("/ws/request", headers={"X-Token": "t0k"}, query_string=query) as ws:
+        assert ws.receive_json() == {"args": query, "token": "t0k", "remote_addr": "127.0.0.1"}
+
+
+def test_query_string_str_and_in_path_reach_the_view(client: WebSocketTestClient) -> None:
+    with client.connect("/ws/request", query_string="a=1&b=%C3%A9") as ws:
+        assert ws.receive_json()["args"] == {"a": "1", "b": "é"}
+    with client.connect("/ws/request?c=3") as ws:
+        assert ws.receive_json()["args"] == {"c": "3"}
+
+
+# -- closing --------------------------------------------------------------------
+
+
+def test_server_close_code_and_reason_reach_receive(client: WebSocketTestClient) -> None:
+    with client.connect("/ws/close/4001") as ws:
+        with pytest.raises(ConnectionClosedError) as closed:
+            ws.receive()
+        assert (closed.value.code, closed.value.reason) == (4001, "bye")
+        assert (ws.close_code, ws.close_reason) == (4001, "bye")
+
+
+def test_view_return_closes_with_1000_after_its_messages(client: WebSocketTestClient) -> None:
+    with client.connect("/ws/goodbye") as ws:
+        assert ws.receive() == "goodbye"
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.receive()
+    assert type(closed.value) is ConnectionClosed
+    assert closed.value.code == ws.close_code == 1000
+
+
+def test_view_raising_closes_with_1011(
+    client: WebSocketTestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="flask_sockets_channels")
+    with client.connect("/ws/raise") as ws, pytest.raises(ConnectionClosedError) as closed:
+        ws.receive()
+    assert closed.value.code == 1011
+    assert "view raised; closing with 1011" in caplog.text
+    assert "boom in the view" in caplog.text
+
+
+def test_send_after_server_closed_raises_connection_closed(client: WebSocketTestClient) -> None:
+    with client.connect("/ws/close/4002") as ws:
+        with pytest.raises(ConnectionClosedError):
+            ws.receive()
+        with pytest.raises(ConnectionClosedError) as closed:
+            ws.send("too late")
+    assert closed.value.code == 4002
+
+
+def test_client_close_code_reaches_the_view_before_close_returns(
+    client: WebSocketTestClient, records: list[tuple[int | None, str]]
+) -> None:
+    ws = client.connect("/ws/record")
+    ws.close(4003, "client done")
+    assert records == [(4003, "client done")]
+    assert ws.close_code == 4003  # the server echoes the client's code
+    with pytest.raises(ConnectionClosedError):
+        ws.receive()
+
+
+def test_receive_times_out_with_timeout_error(client: WebSocketTestClient) -> None:
+    with client.connect("/ws/echo") as ws:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            ws.receive(timeout=0.05)
+        assert time.monotonic() - started < T
+        ws.send("still open")
+        assert ws.receive() == "still open"
+
+
+def test_view_that_does_not_return_fails_the_test_with_assertion_error() -> None:
+    release.clear()
+    client = WebSocketTestClient(create_app(), timeout=wait_time(0.5))
+    with pytest.raises(AssertionError, match="did not end"), client.connect("/ws/stuck"):
+        pass
+    release.set()
+    (request_thread,) = [
+        t for t in threading.enumerate() if t.name == "websocket test request /ws/stuck"
+    ]
+    request_thread.join(T)
+    assert not request_thread.is_alive()
+
+
+# -- apps, blueprints, extension ------------------------------------------------
+
+
+def test_websocket_rules_work_without_extension() -> None:
+    client = WebSocketTestClient(create_app(use_extension=False), timeout=T)
+    with client.connect("/ws/echo") as ws:
+        ws.send("bare")
+        assert ws.receive() == "bare"
+
+
+def test_blueprint_registered_after_init_app_works_in_an_app_factory() -> None:
+    def factory() -> Flask:
+        app = Flask(__name__)
+        ext = sockets.Sockets()
+        ext.init_app(app)
+        bp = Blueprint("late", __name__)
+
+        @bp.route("/late")
+        @sockets.messages()
+        def late(receiver: sockets.Channel[str], sender: sockets.Channel[str]) -> None:
+            for message in receiver:
+                sender.put(message.upper())
+
+        app.register_blueprint(bp, url_prefix="/bp")
+        return app
+
+    for _ in range(2):  # two apps from one factory, independent of each other
+        with WebSocketTestClient(factory(), timeout=T).connect("/bp/late") as ws:
+            ws.send("late")
+            assert ws.receive() == "LATE"
+
+
+def test_no_thread_left_after_the_with_block(client: WebSocketTestClient) -> None:
+    before = set(threading.enumerate())
+    with client.connect("/ws/echo") as ws:
+        ws.send("x")
+        assert ws.receive() == "x"
+    left = [t for t in threading.enumerate() if t not in before]
+    # The process-wide keepalive scheduler ends by itself once no connection
+    # is registered; it is not a thread of the session.
+    for thread in left:
+        if thread.name == KEEPALIVE_THREAD:
+            thread.join(T)
+    assert [t.name for t in left if t.is_alive()] == []
+
+
+def test_ws_client_fixture_uses_the_app_fixture(ws_client: WebSocketTestClient, app: Flask) -> None:  # noqa: F811
+    assert ws_client.app is app
+    with ws_client.connect("/ws/echo") as ws:
+        ws.send("from the fixture")
+        assert ws.receive() == "from the fixture"
+
+
+def test_timing_of_100_connections(
+    client: WebSocketTestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    count = 100
+    started = time.perf_counter()
+    for _ in range(count):
+        with client.connect("/ws/echo") as ws:
+            ws.send("ping")
+            assert ws.receive() == "ping"
+    per_connection_ms = (time.perf_counter() - started) * 1000 / count
+    with capsys.disabled():
+        print(f"\nWebSocketTestClient: {per_connection_ms:.1f} ms per connection (target < 50)")
