@@ -15,7 +15,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Callable, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Callable, TypeVar
 
 __all__ = ["Channel", "Closed"]
 

@@ -22,12 +22,14 @@ the socket, so frames go out whole and in the order they were serialised.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import queue
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterable, Union
+from collections.abc import Iterable
+from typing import Any, Callable, Union
 
 from wsproto.connection import Connection as Protocol
 from wsproto.connection import ConnectionState
@@ -47,7 +49,14 @@ from .exceptions import (
     is_sendable_code,
 )
 from .keepalive import scheduler
-from .options import LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options
+from .options import (
+    LOG_LEVEL_DEBUG,
+    LOG_LEVEL_ERROR,
+    LOG_LEVEL_INFO,
+    LOG_LEVEL_WARNING,
+    Options,
+    seconds,
+)
 
 __all__ = ["Codec", "Connection"]
 
@@ -71,7 +80,7 @@ class Codec:
     :class:`ProtocolError` (the connection fails with its code).
     """
 
-    def encode(self, item: Any) -> Message:
+    def encode(self, item: Any) -> Message[Any]:
         raise NotImplementedError
 
     def decode(self, message: Raw) -> Any:
@@ -146,6 +155,10 @@ class Connection:
         subprotocol: str | None = None,
     ) -> None:
         self.options = options
+        self._write_wait = seconds(options.write_wait)
+        self._ping_period = seconds(options.ping_period)
+        self._pong_wait = seconds(options.pong_wait)
+        self._close_timeout = seconds(options.close_timeout)
         self.remote_addr = remote_addr
         self.path = path
         self.subprotocol = subprotocol
@@ -230,7 +243,7 @@ class Connection:
         Raises:
             OSError: The 101 response could not be written.
         """
-        self._sock.settimeout(self.options.write_wait)
+        self._sock.settimeout(self._write_wait)
         if handshake_response:
             self._sock.sendall(handshake_response)
         self.options.log(LOG_LEVEL_INFO, "%s: opened", self.name)
@@ -238,10 +251,10 @@ class Connection:
         now = time.monotonic()
         self._last_seen = now
         due = float("inf")
-        if self.options.ping_period is not None:
-            self._next_ping = due = now + self.options.ping_period
-        if self.options.pong_wait is not None:
-            due = min(due, now + self.options.pong_wait)
+        if self._ping_period is not None:
+            self._next_ping = due = now + self._ping_period
+        if self._pong_wait is not None:
+            due = min(due, now + self._pong_wait)
         if due != float("inf"):
             # Before the reader starts, so that its teardown's unregister
             # always comes after this.
@@ -272,7 +285,7 @@ class Connection:
         when nothing arrived within ``pong_wait``. Never blocks."""
         if self.sender.closed:
             return None
-        ping_period, pong_wait = self.options.ping_period, self.options.pong_wait
+        ping_period, pong_wait = self._ping_period, self._pong_wait
         if pong_wait is not None and not self._paused and now - self._last_seen >= pong_wait:
             self.fail(
                 KeepaliveTimeout(f"no pong and no frame within {pong_wait} s"),
@@ -366,7 +379,7 @@ class Connection:
                 return messages
         return messages
 
-    def _assemble(self, event: Message) -> Raw | MessageTooBig | None:
+    def _assemble(self, event: Message[Any]) -> Raw | MessageTooBig | None:
         """Add a fragment; return the whole message once complete."""
         data: Raw = event.data
         self._fragments.append(data)
@@ -479,7 +492,9 @@ class Connection:
                         self._set_close_code(*request)
                         self._sendall(self._protocol.send(CloseConnection(*request)))
             with self._state:
-                if not self._state.wait_for(lambda: self._reader_finished, self.options.close_timeout):
+                if not self._state.wait_for(
+                    lambda: self._reader_finished, self._close_timeout
+                ):
                     self.options.log(LOG_LEVEL_DEBUG, "%s: no close frame in time", self.name)
                     self.abort()
         except _WriteFailed:
@@ -512,7 +527,7 @@ class Connection:
         try:
             self._sock.sendall(data)
         except socket.timeout as exc:
-            error: SocketsError = WriteTimeout(f"write blocked for {self.options.write_wait} s")
+            error: SocketsError = WriteTimeout(f"write blocked for {self._write_wait} s")
             error.__cause__ = exc
             self._report_failure(error)
             self.abort()
@@ -556,10 +571,8 @@ class Connection:
             self.options.log(LOG_LEVEL_WARNING, "%s: errors channel full, dropped", self.name)
 
     def _shutdown(self, how: int) -> None:
-        try:
+        with contextlib.suppress(OSError):  # already shut down, or reset
             self._sock.shutdown(how)
-        except OSError:
-            pass  # already shut down, or reset by the peer
 
     def _teardown(self) -> None:
         """End the connection; run once, by the reader as it ends.
@@ -585,7 +598,9 @@ class Connection:
             try:
                 callback(self)
             except Exception:
-                self.options.log(LOG_LEVEL_ERROR, "%s: on_done callback failed", self.name, exc_info=True)
+                self.options.log(
+                    LOG_LEVEL_ERROR, "%s: on_done callback failed", self.name, exc_info=True
+                )
         self.done.set()
 
 

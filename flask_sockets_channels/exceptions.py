@@ -68,7 +68,7 @@ def is_sendable_code(code: int) -> bool:
     """Whether ``code`` may be put in a close frame by this side."""
     if code in LOCAL_ONLY_CODES:
         return False
-    return 1000 <= code <= 1014 and code != 1004 or 3000 <= code <= 4999
+    return (1000 <= code <= 1014 and code != 1004) or 3000 <= code <= 4999
 
 
 class SocketsError(Exception):

@@ -17,7 +17,7 @@ from .options import LOG_LEVEL_WARNING, resolve_options, unknown_config_keys
 from .session import EXTENSION_KEY, is_socket_view
 
 if TYPE_CHECKING:
-    from flask import Response
+    from werkzeug.wrappers import Response
 
     from .connection import Connection
 
@@ -146,5 +146,7 @@ def _explain_mismatch(error: Any) -> Response:
     if request.headers.get("Upgrade", "").lower() == "websocket":
         reason = "this URL does not accept WebSocket upgrades"
     else:
-        reason = "this URL only accepts WebSocket upgrades (Connection: Upgrade, Upgrade: websocket)"
+        reason = (
+            "this URL only accepts WebSocket upgrades (Connection: Upgrade, Upgrade: websocket)"
+        )
     return NotUpgrade(reason).get_response()

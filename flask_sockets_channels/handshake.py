@@ -12,15 +12,16 @@ import base64
 import binascii
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import h11
 from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, MethodNotAllowed
 from wsproto import ConnectionType
 from wsproto.connection import Connection as Protocol
 from wsproto.events import AcceptConnection, Request
-from wsproto.extensions import PerMessageDeflate
+from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError as WsprotoError
 
@@ -108,7 +109,7 @@ def accept(request: FlaskRequest, options: Options) -> Accepted:
         handshake.initiate_upgrade_connection(_raw_headers(request), _target(request))
         (event,) = list(handshake.events())
         assert isinstance(event, Request)
-        extensions = [PerMessageDeflate()] if options.compression else []
+        extensions: list[Extension] = [PerMessageDeflate()] if options.compression else []
         response = handshake.send(AcceptConnection(subprotocol=subprotocol, extensions=extensions))
     except (WsprotoError, h11.ProtocolError, ValueError) as exc:
         options.log(LOG_LEVEL_INFO, "handshake refused (400): %s", exc)

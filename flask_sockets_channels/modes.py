@@ -36,7 +36,7 @@ _JSON_VALUES = (dict, list, str, int, float, bool, type(None))
 class TextCodec(Codec):
     """Text mode: ``str`` both ways; a binary frame must be UTF-8."""
 
-    def encode(self, item: Any) -> Message:
+    def encode(self, item: Any) -> Message[Any]:
         if not isinstance(item, str):
             raise TypeError(f"messages() sends str, not {type(item).__name__}")
         return TextMessage(data=item)
@@ -55,7 +55,7 @@ class TextCodec(Codec):
 class BytesCodec(Codec):
     """Bytes mode: ``bytes`` in, bytes-like out; a text frame arrives as UTF-8."""
 
-    def encode(self, item: Any) -> Message:
+    def encode(self, item: Any) -> Message[Any]:
         if isinstance(item, bytes):
             return BytesMessage(data=item)
         if isinstance(item, (bytearray, memoryview)):
@@ -69,7 +69,7 @@ class BytesCodec(Codec):
 class MixedCodec(Codec):
     """Mixed mode: each frame keeps its type."""
 
-    def encode(self, item: Any) -> Message:
+    def encode(self, item: Any) -> Message[Any]:
         if isinstance(item, str):
             return TextMessage(data=item)
         if isinstance(item, _BYTES_LIKE):
@@ -93,7 +93,7 @@ class JsonCodec(Codec):
         if dataclasses.is_dataclass(model):
             self._field_types = _checkable_field_types(model)
 
-    def encode(self, item: Any) -> Message:
+    def encode(self, item: Any) -> Message[Any]:
         value = self._to_json_value(item)
         try:
             text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -109,7 +109,9 @@ class JsonCodec(Codec):
         try:
             return self._from_json_value(value)
         except (TypeError, ValueError) as exc:
-            raise DecodeError(f"message is not a valid {self.model.__name__}: {exc}", message) from exc
+            raise DecodeError(
+                f"message is not a valid {self.model.__name__}: {exc}", message
+            ) from exc
 
     def _to_json_value(self, item: Any) -> Any:
         if dataclasses.is_dataclass(item) and not isinstance(item, type):
@@ -237,5 +239,5 @@ def json_messages(
     anything it cannot serialise. Both text and binary frames are accepted.
     """
     if inspect.isfunction(model):  # used bare: @json_messages
-        return socket_view(model, JsonCodec(dict), None, overrides)  # type: ignore[no-any-return]
+        return socket_view(model, JsonCodec(dict), None, overrides)
     return _decorator(JsonCodec(model), options, overrides)  # type: ignore[no-any-return]

@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 if TYPE_CHECKING:
     from flask import Request
@@ -112,15 +113,15 @@ class Options:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
         set_(self, "write_wait", _seconds("write_wait", self.write_wait, optional=True))
-        set_(self, "pong_wait", _seconds("pong_wait", self.pong_wait, optional=True))
-        set_(self, "ping_period", _seconds("ping_period", self.ping_period, optional=True))
         set_(self, "close_timeout", _seconds("close_timeout", self.close_timeout, zero=True))
-        if self.ping_period is not None and self.pong_wait is not None:
-            if self.ping_period >= self.pong_wait:
-                raise ValueError(
-                    f"ping_period ({self.ping_period} s) must be less than "
-                    f"pong_wait ({self.pong_wait} s)"
-                )
+        ping_period = _seconds("ping_period", self.ping_period, optional=True)
+        pong_wait = _seconds("pong_wait", self.pong_wait, optional=True)
+        set_(self, "ping_period", ping_period)
+        set_(self, "pong_wait", pong_wait)
+        if ping_period is not None and pong_wait is not None and ping_period >= pong_wait:
+            raise ValueError(
+                f"ping_period ({ping_period} s) must be less than pong_wait ({pong_wait} s)"
+            )
         if self.max_message_size is not None:
             _integer("max_message_size", self.max_message_size, minimum=1)
         _integer("send_channel_buffer", self.send_channel_buffer, minimum=0)
@@ -138,6 +139,13 @@ class Options:
         if self.skip_logging or level > self.log_level:
             return
         self.logger.log(_PYTHON_LEVELS[level], message, *args, exc_info=exc_info)
+
+
+def seconds(value: Duration | None) -> float | None:
+    """A validated duration as seconds (options hold floats after validation)."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return None if value is None else float(value)
 
 
 def resolve_options(
@@ -180,9 +188,12 @@ def _log_level(value: object) -> int:
         names = [name.lower() for name in LOG_LEVEL_STRINGS]
         if value.lower() in names:
             return names.index(value.lower())
-    elif isinstance(value, int) and not isinstance(value, bool):
-        if LOG_LEVEL_ERROR <= value <= LOG_LEVEL_DEBUG:
-            return value
+    elif (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and LOG_LEVEL_ERROR <= value <= LOG_LEVEL_DEBUG
+    ):
+        return value
     raise ValueError(f"log_level must be 0-3 or one of {LOG_LEVEL_STRINGS}, not {value!r}")
 
 
@@ -191,9 +202,12 @@ def _seconds(name: str, value: object, optional: bool = False, zero: bool = Fals
         return None
     if isinstance(value, timedelta):
         value = value.total_seconds()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value > 0 or (zero and value == 0):
-            return float(value)
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (value > 0 or (zero and value == 0))
+    ):
+        return float(value)
     bound = ">= 0" if zero else "> 0"
     allowed = " or None" if optional else ""
     raise ValueError(f"{name} must be seconds {bound} or a timedelta{allowed}, not {value!r}")
@@ -214,7 +228,7 @@ def _subprotocols(value: object) -> tuple[str, ...]:
 
 def _origin_policy(value: object) -> OriginPolicy:
     if value is None or callable(value):
-        return value  # type: ignore[return-value]
+        return value
     patterns = (value,) if isinstance(value, str) else value
     if not isinstance(patterns, (list, tuple)) or not all(isinstance(p, str) for p in patterns):
         raise ValueError(

@@ -13,9 +13,11 @@ no stray HTTP bytes follow the WebSocket frames on the wire.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from flask import Response
 
@@ -60,11 +62,10 @@ def take_socket(environ: Mapping[str, Any]) -> ServerSocket:
             "this WSGI server does not expose the client's socket; run under the "
             "werkzeug development server or gunicorn with -k gthread"
         )
-    try:
-        # werkzeug leaves Nagle on; small frames would wait for ACKs.
+    # werkzeug leaves Nagle on; small frames would wait for ACKs. (Not TCP:
+    # a Unix socket behind a proxy.)
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:  # not TCP (a Unix socket behind a proxy)
-        pass
     return ServerSocket(sock, buffered, server)
 
 

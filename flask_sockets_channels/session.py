@@ -6,8 +6,9 @@ from __future__ import annotations
 import functools
 import inspect
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable
 
 from flask import Flask, current_app, request
 from flask.signals import request_started
@@ -22,7 +23,12 @@ if TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
 
 __all__ = [
-    "EXTENSION_KEY", "INJECTABLE", "SocketView", "check_options", "is_socket_view", "socket_view"
+    "EXTENSION_KEY",
+    "INJECTABLE",
+    "SocketView",
+    "check_options",
+    "is_socket_view",
+    "socket_view",
 ]
 
 #: Where the ``Sockets`` extension keeps itself in ``app.extensions``.
@@ -136,7 +142,9 @@ def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
     try:
         connection.start(accepted.response, taken.buffered)
     except OSError as exc:
-        options.log(LOG_LEVEL_INFO, "%s: client left during the handshake: %s", connection.name, exc)
+        options.log(
+            LOG_LEVEL_INFO, "%s: client left during the handshake: %s", connection.name, exc
+        )
         connection.abort()
         if registry is not None:
             registry.untrack(connection)
@@ -148,7 +156,9 @@ def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
     try:
         spec.view(**url_values, **injected)
     except Exception:
-        options.log(LOG_LEVEL_ERROR, "%s: view raised; closing with 1011", connection.name, exc_info=True)
+        options.log(
+            LOG_LEVEL_ERROR, "%s: view raised; closing with 1011", connection.name, exc_info=True
+        )
         connection.fail(None, 1011, "internal error")
     except BaseException:
         connection.abort()
@@ -169,7 +179,7 @@ def _injected_names(view: Callable[..., Any]) -> tuple[str, ...]:
     return tuple(name for name in INJECTABLE if name in names)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _watch_misrouted_upgrades() -> None:
     """Connect, once, the signal receiver that explains a 400 given by
     werkzeug to an upgrade request aimed at a socket view on a plain rule."""

@@ -154,7 +154,9 @@ SERVERS = {"werkzeug": werkzeug_server, "gunicorn": gunicorn_server}
 
 
 @pytest.fixture(scope="session", params=["werkzeug", "gunicorn"])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     """The test app on each server (started once per session)."""
     log_path = tmp_path_factory.mktemp(request.param) / "server.log"
     with SERVERS[request.param](log_path) as running:
@@ -162,7 +164,9 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="session", params=["werkzeug", "gunicorn"])
-def bare_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def bare_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     """The test app without the Sockets extension (routes say websocket=True)."""
     log_path = tmp_path_factory.mktemp(request.param + "-bare") / "server.log"
     with SERVERS[request.param](log_path, extension=False) as running:

@@ -72,7 +72,9 @@ def _report(
             {
                 "type": type(error).__name__,
                 "code": getattr(error, "code", None),
-                "raw": getattr(error, "raw", None) if isinstance(getattr(error, "raw", None), str) else None,
+                "raw": getattr(error, "raw", None)
+                if isinstance(getattr(error, "raw", None), str)
+                else None,
             }
         )
     alive = [t.name for t in threading.enumerate() if t.name.startswith(connection.name + " ")]
@@ -97,7 +99,9 @@ def create_app(extension: bool = True) -> Flask:
         handler = logging.FileHandler(log_path)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
         logger = logging.getLogger("flask_sockets_channels")
-        if not any(getattr(h, "baseFilename", None) == handler.baseFilename for h in logger.handlers):
+        if not any(
+            getattr(h, "baseFilename", None) == handler.baseFilename for h in logger.handlers
+        ):
             logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
     if extension:

@@ -33,7 +33,9 @@ def test_websocket_true_works_without_extension(bare_server: Server) -> None:
         assert ws.recv(timeout=T) == "no extension"
 
 
-def test_plain_rule_without_extension_is_400_with_a_log_line_naming_the_fix(bare_server: Server) -> None:
+def test_plain_rule_without_extension_is_400_with_a_log_line_naming_the_fix(
+    bare_server: Server,
+) -> None:
     with RawClient(bare_server.port) as client:
         status, _, _ = client.handshake("/misrouted")
     assert status == 400
@@ -70,7 +72,10 @@ def _app_with_routes_before_init(tmp_path: Path) -> tuple[Flask, sockets.Sockets
 def test_rules_before_init_app_and_blueprints_after_are_websocket_rules(tmp_path: Path) -> None:
     app, _ = _app_with_routes_before_init(tmp_path)
     with serve_app(app, tmp_path / "log") as server:
-        for path, expected in [("/before", "before init_app"), ("/late", "blueprint after init_app")]:
+        for path, expected in [
+            ("/before", "before init_app"),
+            ("/late", "blueprint after init_app"),
+        ]:
             with connect(f"{server.ws}{path}", open_timeout=T) as ws:
                 assert ws.recv(timeout=T) == expected
 
@@ -115,11 +120,10 @@ def test_close_all_with_timeout_waits_for_every_connection(tmp_path: Path) -> No
         for _ in receiver:
             pass
 
-    with serve_app(app, tmp_path / "log") as server:
-        with connect(f"{server.ws}/hold", open_timeout=T) as ws:
-            assert ws.recv(timeout=T) == "held"
-            assert ext.close_all(timeout=T) is True
-            assert ext.connections == frozenset()
+    with serve_app(app, tmp_path / "log") as server, connect(f"{server.ws}/hold") as ws:
+        assert ws.recv(timeout=T) == "held"
+        assert ext.close_all(timeout=T) is True
+        assert ext.connections == frozenset()
 
 
 def _free_port() -> int:

@@ -104,7 +104,10 @@ def test_flood_at_a_view_that_never_reads_is_pushed_back(server: Server) -> None
         client.sock.settimeout(0.5)
         sent = 0
         pushed_back = False
-        frames = (frame(BINARY, index.to_bytes(8, "big") + b"f" * (message_size - 8)) for index in range(count))
+        frames = (
+            frame(BINARY, index.to_bytes(8, "big") + b"f" * (message_size - 8))
+            for index in range(count)
+        )
         pending = b""
         while True:
             if not pending:
@@ -159,7 +162,9 @@ def test_threads_return_to_baseline_after_many_connections(server: Server) -> No
                     client.read_until_close()
             else:  # reset
                 client = RawClient(server.port).open("/echo")
-                client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                client.sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
                 client.sock.close()
 
     churn(50)
@@ -170,7 +175,9 @@ def test_threads_return_to_baseline_after_many_connections(server: Server) -> No
     for _ in range(4):
         churn(50)
     deadline = time.monotonic() + T
-    while time.monotonic() < deadline and (connection_threads() or abs(len(server.threads()) - baseline) > 2):
+    while time.monotonic() < deadline and (
+        connection_threads() or abs(len(server.threads()) - baseline) > 2
+    ):
         time.sleep(0.05)
     assert connection_threads() == 0
     assert abs(len(server.threads()) - baseline) <= 2, json.dumps(server.threads())
@@ -180,7 +187,10 @@ def test_sigterm_closes_every_connection_with_1001_at_once(tmp_path: Path) -> No
     config = str(ROOT / "examples" / "gunicorn.conf.py")
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(gunicorn_server(tmp_path / "log", extra=("-c", config)))
-        clients = [stack.enter_context(connect(f"{server.ws}/wait-done", open_timeout=T)) for _ in range(20)]
+        clients = [
+            stack.enter_context(connect(f"{server.ws}/wait-done", open_timeout=T))
+            for _ in range(20)
+        ]
         for ws in clients:
             assert ws.recv(timeout=T) == "ready"
         started = time.monotonic()

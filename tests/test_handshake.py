@@ -31,7 +31,9 @@ def test_head_is_405_with_allow_get(server: Server) -> None:
         ({"Sec-WebSocket-Key": "not base64 at all!!!!!!!"}, b"Sec-WebSocket-Key"),
     ],
 )
-def test_bad_key_is_400_with_one_line_reason(server: Server, headers: dict[str, str], reason: bytes) -> None:
+def test_bad_key_is_400_with_one_line_reason(
+    server: Server, headers: dict[str, str], reason: bytes
+) -> None:
     with RawClient(server.port) as client:
         status, fields, body = client.handshake("/echo", headers)
     assert status == 400
@@ -51,6 +53,7 @@ def test_upgrade_to_plain_route_is_400(server: Server) -> None:
     with RawClient(server.port) as client:
         status, _, body = client.handshake("/")
     assert status == 400
+    assert b"does not accept WebSocket upgrades" in body
 
 
 @pytest.mark.parametrize("version", ["8", "12", "", "14"])
@@ -70,7 +73,9 @@ def test_405_comes_before_400(server: Server) -> None:
 
 def test_400_comes_before_426(server: Server) -> None:
     with RawClient(server.port) as client:
-        status, _, _ = client.handshake("/echo", {"Sec-WebSocket-Key": None, "Sec-WebSocket-Version": "8"})
+        status, _, _ = client.handshake(
+            "/echo", {"Sec-WebSocket-Key": None, "Sec-WebSocket-Version": "8"}
+        )
     assert status == 400
 
 
@@ -130,7 +135,9 @@ def test_origin_pattern_list(server: Server, origin: str, status: int) -> None:
         assert client.handshake("/origin-list", {"Origin": origin})[0] == status
 
 
-@pytest.mark.parametrize(("origin", "status"), [("https://a.trusted.test", 101), ("https://a.test", 403)])
+@pytest.mark.parametrize(
+    ("origin", "status"), [("https://a.trusted.test", 101), ("https://a.test", 403)]
+)
 def test_origin_callable(server: Server, origin: str, status: int) -> None:
     with RawClient(server.port) as client:
         assert client.handshake("/origin-callable", {"Origin": origin})[0] == status
@@ -138,7 +145,12 @@ def test_origin_callable(server: Server, origin: str, status: int) -> None:
 
 @pytest.mark.parametrize(
     ("offered", "chosen"),
-    [(["chat.v1", "chat.v2"], "chat.v1"), (["other", "chat.v2"], "chat.v2"), (["other"], None), (None, None)],
+    [
+        (["chat.v1", "chat.v2"], "chat.v1"),
+        (["other", "chat.v2"], "chat.v2"),
+        (["other"], None),
+        (None, None),
+    ],
 )
 def test_subprotocol_first_client_match_is_echoed(
     server: Server, offered: list[str] | None, chosen: str | None
@@ -168,7 +180,11 @@ def test_compression_not_accepted_by_default(server: Server) -> None:
 
 
 def test_server_keeps_serving_after_refusals(server: Server) -> None:
-    for headers in ({"Sec-WebSocket-Version": "7"}, {"Origin": "http://evil.test"}, {"Upgrade": None}):
+    for headers in (
+        {"Sec-WebSocket-Version": "7"},
+        {"Origin": "http://evil.test"},
+        {"Upgrade": None},
+    ):
         with RawClient(server.port) as client:
             assert client.handshake("/echo", headers)[0] in (400, 403, 426)
     with connect(f"{server.ws}/echo", open_timeout=wait_time(5)) as ws:

@@ -40,7 +40,11 @@ def test_view_return_flushes_queued_messages_then_closes_with_1000(server: Serve
         assert finish(client) == b""  # no stray HTTP response after the session
     result = server.journal(entry)
     assert result == {
-        "done": True, "errors": [], "close_code": 1000, "close_reason": "", "threads_alive": []
+        "done": True,
+        "errors": [],
+        "close_code": 1000,
+        "close_reason": "",
+        "threads_alive": [],
     }
 
 
@@ -87,7 +91,10 @@ def test_connection_close_sends_code_and_reason(server: Server) -> None:
     assert server.journal(entry)["close_code"] == 4002
 
 
-@pytest.mark.parametrize(("code", "error"), [(1000, None), (1001, None), (4005, "ConnectionClosedError"), (1011, "ConnectionClosedError")])
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [(1000, None), (1001, None), (4005, "ConnectionClosedError"), (1011, "ConnectionClosedError")],
+)
 def test_peer_close_is_echoed_and_only_error_codes_are_errors(
     server: Server, code: int, error: str | None
 ) -> None:
@@ -220,7 +227,9 @@ def test_three_threads_per_connection_named_after_it(server: Server) -> None:
 
 def test_close_all_closes_every_connection_with_1001(server: Server) -> None:
     with contextlib.ExitStack() as stack:
-        clients = [stack.enter_context(connect(f"{server.ws}/wait-done", open_timeout=T)) for _ in range(3)]
+        clients = [
+            stack.enter_context(connect(f"{server.ws}/wait-done", open_timeout=T)) for _ in range(3)
+        ]
         for ws in clients:
             assert ws.recv(timeout=T) == "ready"
         status, count = server.get("/_close_all")
@@ -254,5 +263,11 @@ def test_no_error_logged_for_normal_closes(fresh_server: Server) -> None:
     if gunicorn_log.exists():
         log += gunicorn_log.read_text()
     assert "closed by peer (1000)" in log
-    bad = [line for line in log.splitlines() if line.startswith(("ERROR", "WARNING", "CRITICAL")) or "Traceback" in line or "[ERROR]" in line]
+    bad = [
+        line
+        for line in log.splitlines()
+        if line.startswith(("ERROR", "WARNING", "CRITICAL"))
+        or "Traceback" in line
+        or "[ERROR]" in line
+    ]
     assert bad == []

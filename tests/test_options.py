@@ -31,7 +31,12 @@ def test_defaults_match_the_spec() -> None:
 
 
 def test_log_level_constants_and_strings() -> None:
-    assert (sockets.LOG_LEVEL_ERROR, sockets.LOG_LEVEL_WARNING, sockets.LOG_LEVEL_INFO, sockets.LOG_LEVEL_DEBUG) == (0, 1, 2, 3)
+    assert (
+        sockets.LOG_LEVEL_ERROR,
+        sockets.LOG_LEVEL_WARNING,
+        sockets.LOG_LEVEL_INFO,
+        sockets.LOG_LEVEL_DEBUG,
+    ) == (0, 1, 2, 3)
     assert LOG_LEVEL_STRINGS == ("Error", "Warning", "Info", "Debug")
     assert Options(log_level="debug").log_level == 3
 
@@ -136,7 +141,9 @@ def test_unknown_config_key_is_logged(caplog: pytest.LogCaptureFixture) -> None:
         (sockets.LOG_LEVEL_DEBUG, ["error", "warning", "info", "debug"]),
     ],
 )
-def test_log_level_filters_records(caplog: pytest.LogCaptureFixture, level: int, emitted: list[str]) -> None:
+def test_log_level_filters_records(
+    caplog: pytest.LogCaptureFixture, level: int, emitted: list[str]
+) -> None:
     options = Options(log_level=level)
     with caplog.at_level(logging.DEBUG, "flask_sockets_channels"):
         for index, name in enumerate(["error", "warning", "info", "debug"]):

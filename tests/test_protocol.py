@@ -83,8 +83,14 @@ def _fuzz_cases(seed: int, count: int) -> list[bytes]:
         if kind == 0:  # random bytes as a request
             cases.append(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300))))
         elif kind == 1:  # a request with a damaged header line
-            lines = [b"GET /echo HTTP/1.1", b"Host: x", b"Upgrade: websocket", b"Connection: Upgrade",
-                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", b"Sec-WebSocket-Version: 13"]
+            lines = [
+                b"GET /echo HTTP/1.1",
+                b"Host: x",
+                b"Upgrade: websocket",
+                b"Connection: Upgrade",
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                b"Sec-WebSocket-Version: 13",
+            ]
             index = rng.randrange(len(lines))
             line = bytearray(lines[index])
             for _ in range(rng.randrange(1, 4)):
@@ -92,7 +98,9 @@ def _fuzz_cases(seed: int, count: int) -> list[bytes]:
             lines[index] = bytes(line)
             cases.append(b"\r\n".join(lines) + b"\r\n\r\n")
         else:  # a good handshake followed by random frames
-            cases.append(b"FRAMES" + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400))))
+            cases.append(
+                b"FRAMES" + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400)))
+            )
     return cases
 
 

@@ -13,7 +13,9 @@ from tests.conftest import wait_time
 TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 
 
-def frame(opcode: int, payload: bytes = b"", fin: bool = True, rsv: int = 0, mask: bool = True) -> bytes:
+def frame(
+    opcode: int, payload: bytes = b"", fin: bool = True, rsv: int = 0, mask: bool = True
+) -> bytes:
     """One frame, masked as a client must (unless ``mask`` is false)."""
     head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
     length = len(payload)
@@ -35,7 +37,9 @@ def close_frame(code: int | None = 1000, reason: bytes = b"") -> bytes:
     return frame(CLOSE, payload)
 
 
-def request(path: str, host: str, headers: dict[str, str] | None = None, method: str = "GET") -> bytes:
+def request(
+    path: str, host: str, headers: dict[str, str] | None = None, method: str = "GET"
+) -> bytes:
     """An upgrade request; ``headers`` add to or (value None) remove defaults."""
     fields: dict[str, str | None] = {
         "Host": host,
@@ -45,7 +49,9 @@ def request(path: str, host: str, headers: dict[str, str] | None = None, method:
         "Sec-WebSocket-Version": "13",
     }
     fields.update(headers or {})
-    lines = [f"{method} {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in fields.items() if v is not None]
+    lines = [f"{method} {path} HTTP/1.1"] + [
+        f"{k}: {v}" for k, v in fields.items() if v is not None
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -82,8 +88,13 @@ class RawClient:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def handshake(self, path: str, headers: dict[str, str] | None = None, extra: bytes = b"",
-                  method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    def handshake(
+        self,
+        path: str,
+        headers: dict[str, str] | None = None,
+        extra: bytes = b"",
+        method: str = "GET",
+    ) -> tuple[int, dict[str, str], bytes]:
         """Send an upgrade request (plus ``extra`` bytes in the same write);
         return the status, headers and, for a refusal, the body."""
         self.send(request(path, self.host, headers, method) + extra)
@@ -150,8 +161,8 @@ class RawClient:
             length, offset = struct.unpack("!Q", buffer[2:10])[0], 10
         if len(buffer) < offset + length:
             return None
-        self.buffer = buffer[offset + length:]
-        return Frame(fin, opcode, buffer[offset:offset + length])
+        self.buffer = buffer[offset + length :]
+        return Frame(fin, opcode, buffer[offset : offset + length])
 
     def _read_until(self, marker: bytes) -> bytes:
         while marker not in self.buffer:

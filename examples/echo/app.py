@@ -2,6 +2,8 @@
 
 Run: python examples/echo/app.py [PORT], then connect to
 ws://127.0.0.1:PORT/echo (text), /echo/bytes, /echo/json, /echo/mixed.
+/echo/deflate is /echo/mixed with permessage-deflate accepted (for
+autobahn/run.py --deflate).
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ def echo_json(receiver, sender):  # type: ignore[no-untyped-def]
 @app.route("/echo/mixed")
 @sockets.mixed_messages(max_message_size=None)
 def echo_mixed(receiver, sender):  # type: ignore[no-untyped-def]
+    for message in receiver:
+        sender.put(message)
+
+
+@app.route("/echo/deflate")
+@sockets.mixed_messages(compression=True, max_message_size=None)
+def echo_deflate(receiver, sender):  # type: ignore[no-untyped-def]
     for message in receiver:
         sender.put(message)
 
