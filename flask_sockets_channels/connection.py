@@ -127,6 +127,37 @@ class _Disconnect(Channel[Any]):
         self._close(code, reason)
 
 
+class _Done(threading.Event):
+    """``done``: once it reads as set, the connection's threads have ended.
+
+    The reader sets it as its very last act; a thread cannot signal after it
+    has ended, so ``wait`` and ``is_set`` also join the connection's threads
+    (a matter of microseconds by then) before they report it set.
+    """
+
+    def __init__(self, threads: list[threading.Thread]) -> None:
+        super().__init__()
+        self._threads = threads
+
+    def is_set(self) -> bool:
+        if not super().is_set():
+            return False
+        self._join()
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not super().wait(timeout):
+            return False
+        self._join()
+        return True
+
+    def _join(self) -> None:
+        current = threading.current_thread()
+        for thread in self._threads:
+            if thread is not current and thread.ident is not None:
+                thread.join()
+
+
 class Connection:
     """A WebSocket connection handed to a view.
 
@@ -167,7 +198,6 @@ class Connection:
         self.sender: Channel[Any] = _Sender(options.send_channel_buffer, codec.encode)
         self.errors: Channel[SocketsError] = Channel(ERRORS_BUFFER)
         self.disconnect: Channel[Any] = _Disconnect(self.close)
-        self.done = threading.Event()
         self._sock = sock
         self._codec = codec
         self._protocol_lock = threading.Lock()
@@ -189,6 +219,7 @@ class Connection:
         self._next_ping = float("inf")
         self._reader = threading.Thread(target=self._read_loop, name=f"{self.name} reader")
         self._writer = threading.Thread(target=self._write_loop, name=f"{self.name} writer")
+        self.done: threading.Event = _Done([self._reader, self._writer])
 
     # -- public API ---------------------------------------------------------
 
