@@ -379,7 +379,8 @@ class WebSocketSession:
             error = f"bad 101 response: {exc}"
             raise ConnectionClosedError(CloseCode.PROTOCOL_ERROR, error) from exc
         except TimeoutError:
-            self._abandon()
+            self._finished = True
+            self._finish(deadline)  # no second wait: the app is stuck before its answer
             error = f"the app did not answer the handshake within {self._timeout} s"
             raise TimeoutError(error) from None
         if self._protocol is not None:

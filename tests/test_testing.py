@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Blueprint, Flask, request
+from flask import Blueprint, Flask, Response, request
 
 import flask_sockets_channels as sockets
 from flask_sockets_channels import ConnectionClosed, ConnectionClosedError
@@ -96,6 +96,17 @@ def make_blueprint(websocket: bool) -> Blueprint:
             pass
         connection.wait_closed(T)
         bp_records.append((connection.close_code, connection.close_reason))
+
+    @bp.route("/keepalive", **route)
+    @sockets.messages(ping_period=0.01, pong_wait=wait_time(0.5))
+    def keepalive(receiver: sockets.Channel[str], sender: sockets.Channel[str]) -> None:
+        for message in receiver:
+            sender.put(message)
+
+    @bp.route("/abort", **route)
+    @sockets.messages()
+    def abort(connection: sockets.Connection) -> None:
+        connection.abort()
 
     @bp.route("/stuck", **route)
     @sockets.messages()
@@ -312,12 +323,27 @@ def test_send_after_server_closed_raises_connection_closed(client: WebSocketTest
 def test_client_close_code_reaches_the_view_before_close_returns(
     client: WebSocketTestClient, records: list[tuple[int | None, str]]
 ) -> None:
-    ws = client.connect("/ws/record")
-    ws.close(4003, "client done")
-    assert records == [(4003, "client done")]
-    assert ws.close_code == 4003  # the server echoes the client's code
-    with pytest.raises(ConnectionClosedError):
+    with client.connect("/ws/record") as ws:
+        ws.close(4003, "client done")
+        assert records == [(4003, "client done")]
+        assert ws.close_code == 4003  # the server echoes the client's code
+        with pytest.raises(ConnectionClosedError):
+            ws.receive()
+    # Leaving the block closes again: a no-op.
+
+
+def test_send_after_client_close_raises_connection_closed(client: WebSocketTestClient) -> None:
+    with client.connect("/ws/echo") as ws:
+        ws.close()
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.send("too late")
+    assert closed.value.code == 1000
+
+
+def test_connection_lost_without_close_frame_raises_1006(client: WebSocketTestClient) -> None:
+    with client.connect("/ws/abort") as ws, pytest.raises(ConnectionClosedError) as closed:
         ws.receive()
+    assert closed.value.code == ws.close_code == 1006
 
 
 def test_receive_times_out_with_timeout_error(client: WebSocketTestClient) -> None:
@@ -328,6 +354,55 @@ def test_receive_times_out_with_timeout_error(client: WebSocketTestClient) -> No
         assert time.monotonic() - started < T
         ws.send("still open")
         assert ws.receive() == "still open"
+
+
+def test_server_pings_are_answered_while_receiving(client: WebSocketTestClient) -> None:
+    # The server pings every 10 ms and closes with 1011 if no pong comes
+    # within 0.5 s; a longer receive must see pings answered, not a close.
+    with client.connect("/ws/keepalive") as ws:
+        with pytest.raises(TimeoutError):
+            ws.receive(timeout=wait_time(1))
+        ws.send("alive")
+        assert ws.receive() == "alive"
+
+
+def test_send_rejects_other_types_with_type_error(client: WebSocketTestClient) -> None:
+    with client.connect("/ws/echo") as ws, pytest.raises(TypeError):
+        ws.send(42)  # type: ignore[arg-type]
+
+
+def test_bad_accept_token_fails_the_handshake_with_1002() -> None:
+    app = Flask(__name__)
+
+    @app.route("/fake", websocket=True)
+    def fake() -> Response:
+        request.environ["werkzeug.socket"].sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: d3Jvbmc=\r\n\r\n"
+        )
+        return Response(status=101)
+
+    with pytest.raises(ConnectionClosedError, match="accept token") as closed:
+        WebSocketTestClient(app, timeout=T).connect("/fake")
+    assert closed.value.code == 1002
+
+
+def test_app_that_does_not_answer_the_handshake_times_out() -> None:
+    app = create_app()
+    gate = threading.Event()
+
+    @app.before_request
+    def hold() -> None:
+        gate.wait(T)
+
+    with pytest.raises(TimeoutError, match="did not answer the handshake"):
+        WebSocketTestClient(app, timeout=wait_time(0.3)).connect("/ws/echo")
+    gate.set()
+    (request_thread,) = [
+        t for t in threading.enumerate() if t.name == "websocket test request /ws/echo"
+    ]
+    request_thread.join(T)
+    assert not request_thread.is_alive()
 
 
 def test_view_that_does_not_return_fails_the_test_with_assertion_error() -> None:
