@@ -16,11 +16,12 @@ request is a WSGI environ whose ``werkzeug.socket`` is one end of a
 server's request thread (the view runs there); the test speaks WebSocket on
 the other end with a wsproto client.
 
-Threads: the client itself runs none. Frames are read only inside
-:meth:`WebSocketSession.receive` and :meth:`WebSocketSession.close` (which
-answer the server's pings and close frame there), so nothing of the client
-outlives the session. The request thread is joined when the session closes;
-if it does not end in time, closing raises ``AssertionError``.
+Every wait is bounded by the client's ``timeout``: :data:`DEFAULT_TIMEOUT`
+(5 s) unless given. The client itself runs no thread: frames are read only
+inside :meth:`WebSocketSession.receive` and :meth:`WebSocketSession.close`,
+which answer the server's pings and close frame there, so nothing of the
+client outlives the session. The request thread is joined when the session
+closes; if it does not end in time, closing raises ``AssertionError``.
 """
 
 from __future__ import annotations
@@ -142,8 +143,11 @@ class WebSocketTestClient:
         Raises:
             HandshakeRejected: The app answered with an HTTP error (400, 403,
                 405, 426, ...) instead of 101.
-            TimeoutError: The app did not answer within ``timeout``.
-            ConnectionClosedError: The socket closed during the handshake.
+            TimeoutError: The app did not answer within ``timeout`` (its
+                request thread, a daemon, is left waiting).
+            ConnectionClosedError: The socket closed during the handshake
+                (1006), or the 101 response is invalid (1002).
+            ValueError: ``query_string`` is given and ``path`` has one too.
             Exception: Whatever the app raised, when Flask propagates it
                 (``TESTING`` is set).
         """
