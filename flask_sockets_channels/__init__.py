@@ -30,6 +30,7 @@ from .exceptions import (
     WriteTimeout,
 )
 from .extension import Sockets
+from .hub import Hub, Member
 from .modes import byte_messages, json_messages, messages, mixed_messages
 from .options import (
     LOG_LEVEL_DEBUG,
@@ -55,8 +56,10 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "DecodeError",
+    "Hub",
     "HubUnavailable",
     "KeepaliveTimeout",
+    "Member",
     "MessageTooBig",
     "Options",
     "ProtocolError",

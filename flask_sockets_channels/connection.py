@@ -61,6 +61,8 @@ from .options import (
 __all__ = ["Codec", "Connection"]
 
 RECV_SIZE = 1 << 16
+#: Most frames written in one ``sendall`` (bounds how long the lock is held).
+WRITE_BATCH = 256
 #: How many errors ``errors`` holds; more are logged and dropped.
 ERRORS_BUFFER = 64
 _PEER_FAULTS = frozenset(
@@ -88,11 +90,41 @@ class Codec:
 
 
 class _Sender(Channel[Any]):
-    """``sender``: encodes each item at ``put`` time, in the caller's thread."""
+    """``sender``: encodes each item at ``put`` time, in the caller's thread.
 
-    def __init__(self, maxsize: int, encode: Callable[[Any], Event]) -> None:
+    It also takes frames from the hub (:meth:`offer`), which never wait:
+    past the buffer they queue in a backlog of bounded length, in order.
+    """
+
+    def __init__(
+        self, maxsize: int, encode: Callable[[Any], Event], on_overflow: Callable[[], None]
+    ) -> None:
         super().__init__(maxsize)
         self._encode = encode
+        self._on_overflow = on_overflow
+
+    def offer(self, event: Event, max_backlog: int) -> bool:
+        """Queue a ready frame without waiting, even past the buffer, as long
+        as at most ``max_backlog`` items wait beyond it; otherwise close the
+        connection with 1008 ("slow consumer") and return False.
+
+        Raises:
+            Closed: The connection is closing or closed.
+        """
+        with self.mutex:
+            if self._closed:
+                raise Closed("offer to a closed channel")
+            if self._qsize() >= self.maxsize + max_backlog:
+                overflow = True
+            else:
+                overflow = False
+                self._put(event)
+                self._given += 1
+                self.unfinished_tasks += 1
+                self.not_empty.notify()
+        if overflow:
+            self._on_overflow()
+        return not overflow
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """Queue ``item`` to be sent; blocks while the buffer is full.
@@ -195,7 +227,9 @@ class Connection:
         self.subprotocol = subprotocol
         self.name = f"ws-{next(_numbers)} {remote_addr or '?'} {path}"
         self.receiver: Channel[Any] = Channel(options.recv_channel_buffer)
-        self.sender: Channel[Any] = _Sender(options.send_channel_buffer, codec.encode)
+        self.sender: Channel[Any] = _Sender(
+            options.send_channel_buffer, codec.encode, self._slow_consumer
+        )
         self.errors: Channel[SocketsError] = Channel(ERRORS_BUFFER)
         self.disconnect: Channel[Any] = _Disconnect(self.close)
         self._sock = sock
@@ -308,6 +342,10 @@ class Connection:
         if self._request_close(code, reason):
             self.receiver.close()
             self.sender.close(discard=True)
+
+    def _slow_consumer(self) -> None:
+        self.options.log(LOG_LEVEL_WARNING, "%s: hub backlog full; closing (1008)", self.name)
+        self.fail(None, CloseCode.POLICY_VIOLATION, "slow consumer")
 
     # -- keepalive ----------------------------------------------------------
 
@@ -511,7 +549,7 @@ class Connection:
         try:
             while True:
                 try:
-                    batch = self.sender.get_many()
+                    batch = self.sender.get_many(WRITE_BATCH)
                 except Closed:
                     break
                 if not self._write(batch):

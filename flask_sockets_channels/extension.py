@@ -13,6 +13,7 @@ from werkzeug.routing.exceptions import WebsocketMismatch
 
 from .exceptions import CloseCode
 from .handshake import NotUpgrade
+from .hub import Hub
 from .options import LOG_LEVEL_WARNING, resolve_options, unknown_config_keys
 from .session import EXTENSION_KEY, is_socket_view
 
@@ -36,7 +37,10 @@ class Sockets:
       per :class:`Options` field: ``SOCKETS_PING_PERIOD``,
       ``SOCKETS_WRITE_WAIT``, ``SOCKETS_MAX_MESSAGE_SIZE``, ...);
     * a registry of open connections (:attr:`connections`) and
-      :meth:`close_all` for a graceful shutdown.
+      :meth:`close_all` for a graceful shutdown;
+    * :attr:`hub`, made from ``SOCKETS_HUB_URL`` (``None``: in-process;
+      ``redis://...``: across processes), so that one setting moves an app
+      from one process to many.
 
     Stored in ``app.extensions["sockets_channels"]``.
     """
@@ -44,6 +48,8 @@ class Sockets:
     def __init__(self, app: Flask | None = None) -> None:
         self._lock = threading.Lock()  # guards _connections
         self._connections: set[Connection] = set()
+        self._hub_url: str | None = None
+        self._hub: Hub | None = None
         if app is not None:
             self.init_app(app)
 
@@ -54,6 +60,9 @@ class Sockets:
             ValueError: A ``SOCKETS_*`` config value is invalid.
         """
         options = resolve_options(app.config)
+        self._hub_url = app.config.get("SOCKETS_HUB_URL")
+        if self._hub_url is not None and not isinstance(self._hub_url, str):
+            raise ValueError(f"SOCKETS_HUB_URL must be a URL or None, not {self._hub_url!r}")
         for key in unknown_config_keys(app.config):
             options.log(LOG_LEVEL_WARNING, "unknown config key %s is ignored", key)
         app.extensions[EXTENSION_KEY] = self
@@ -63,6 +72,14 @@ class Sockets:
         app.url_rule_class = _socket_rule_class(app, app.url_rule_class)
         if WebsocketMismatch not in app.error_handler_spec[None][400]:
             app.register_error_handler(WebsocketMismatch, _explain_mismatch)
+
+    @property
+    def hub(self) -> Hub:
+        """The app's hub, made on first use from ``SOCKETS_HUB_URL``."""
+        with self._lock:
+            if self._hub is None:
+                self._hub = Hub.from_url(self._hub_url)
+            return self._hub
 
     @property
     def connections(self) -> frozenset[Connection]:
@@ -77,7 +94,7 @@ class Sockets:
         what their views already put on ``sender``. Never blocks unless
         ``timeout`` is given: then wait up to ``timeout`` seconds for them to
         end, cut TCP of those still open, and return whether all ended in
-        time.
+        time. The hub's listener thread (if any) stops too.
 
         Call it when the process is told to stop, e.g. on SIGTERM (see
         :meth:`install_sigterm_handler`).
@@ -85,6 +102,10 @@ class Sockets:
         connections = self.connections
         for connection in connections:
             connection.close(code, reason)
+        with self._lock:
+            hub = self._hub
+        if hub is not None:
+            hub.close()
         if timeout is None:
             return True
         deadline = time.monotonic() + timeout

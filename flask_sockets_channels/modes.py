@@ -94,12 +94,12 @@ class JsonCodec(Codec):
             self._field_types = _checkable_field_types(model)
 
     def encode(self, item: Any) -> Message[Any]:
-        value = self._to_json_value(item)
-        try:
-            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"json_messages() cannot send {type(item).__name__}: {exc}") from exc
-        return TextMessage(data=text)
+        if not isinstance(item, (self.model, *_JSON_VALUES)) and not _is_model(item):
+            raise TypeError(
+                f"json_messages({self.model.__name__}) sends {self.model.__name__} instances "
+                f"or JSON values, not {type(item).__name__}"
+            )
+        return TextMessage(data=to_json_text(item))
 
     def decode(self, message: Raw) -> Any:
         try:
@@ -112,19 +112,6 @@ class JsonCodec(Codec):
             raise DecodeError(
                 f"message is not a valid {self.model.__name__}: {exc}", message
             ) from exc
-
-    def _to_json_value(self, item: Any) -> Any:
-        if dataclasses.is_dataclass(item) and not isinstance(item, type):
-            return dataclasses.asdict(item)
-        dump = getattr(item, "model_dump", None)
-        if dump is not None and callable(dump):
-            return dump(mode="json")
-        if isinstance(item, _JSON_VALUES):
-            return item
-        raise TypeError(
-            f"json_messages({self.model.__name__}) sends {self.model.__name__} instances "
-            f"or JSON values, not {type(item).__name__}"
-        )
 
     def _from_json_value(self, value: Any) -> Any:
         model = self.model
@@ -141,6 +128,44 @@ class JsonCodec(Codec):
             if name in value and not _is_instance(value[name], types):
                 raise TypeError(f"field {name!r} must be {types[0].__name__}")
         return model(**value)
+
+
+def to_json_text(item: Any) -> str:
+    """Serialise a JSON value, dataclass or pydantic-style model to JSON text.
+
+    Raises:
+        TypeError: ``item`` (or something in it) cannot be serialised.
+    """
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        value = dataclasses.asdict(item)
+    elif callable(getattr(item, "model_dump", None)):
+        value = item.model_dump(mode="json")
+    else:
+        value = item
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"cannot send {type(item).__name__} as JSON: {exc}") from exc
+
+
+def to_frame(message: Any) -> Message[Any]:
+    """The frame for a hub message: text for ``str``, binary for bytes-like,
+    JSON text for anything else.
+
+    Raises:
+        TypeError: ``message`` cannot be serialised.
+    """
+    if isinstance(message, str):
+        return TextMessage(data=message)
+    if isinstance(message, _BYTES_LIKE):
+        return BytesMessage(data=bytes(message))
+    return TextMessage(data=to_json_text(message))
+
+
+def _is_model(item: Any) -> bool:
+    return (dataclasses.is_dataclass(item) and not isinstance(item, type)) or callable(
+        getattr(item, "model_dump", None)
+    )
 
 
 def _checkable_field_types(model: type) -> dict[str, tuple[type, ...]]:

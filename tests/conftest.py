@@ -111,7 +111,11 @@ def serve_app(app: Any, log_path: Path) -> Iterator[Server]:
 
 @contextlib.contextmanager
 def gunicorn_server(
-    log_path: Path, extension: bool = True, threads: int = 64, extra: tuple[str, ...] = ()
+    log_path: Path,
+    extension: bool = True,
+    threads: int = 64,
+    extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
     """gunicorn with one gthread worker, as a subprocess bound to a socket
     we opened on an ephemeral port (so no port race and no polling)."""
@@ -120,7 +124,12 @@ def gunicorn_server(
     listener.bind(("127.0.0.1", 0))
     listener.listen(128)
     port = listener.getsockname()[1]
-    env = dict(os.environ, FSC_TEST_LOG=str(log_path), FSC_TEST_EXTENSION="1" if extension else "0")
+    env = dict(
+        os.environ,
+        FSC_TEST_LOG=str(log_path),
+        FSC_TEST_EXTENSION="1" if extension else "0",
+        **(env or {}),
+    )
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = [
         sys.executable, "-m", "gunicorn",
@@ -151,6 +160,59 @@ def gunicorn_server(
 
 
 SERVERS = {"werkzeug": werkzeug_server, "gunicorn": gunicorn_server}
+
+
+def free_port() -> int:
+    """A port free now (for servers that cannot take a bound socket)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server process on loopback, persistence off."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        require(have("redis-server"), "redis-server is not installed (apt-get install redis-server)")
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        deadline = time.monotonic() + wait_time(10)
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise AssertionError("redis-server did not start") from None
+                time.sleep(0.02)  # redis-server offers no readiness signal but PING
+        client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(wait_time(10))
+        self.process = None
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session", params=["werkzeug", "gunicorn"])

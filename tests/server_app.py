@@ -104,6 +104,7 @@ def create_app(extension: bool = True) -> Flask:
         ):
             logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
+    app.config["SOCKETS_HUB_URL"] = os.environ.get("FSC_TEST_HUB_URL") or None
     if extension:
         sockets.Sockets(app)
     websocket = not extension  # without the extension, rules must say so
@@ -348,6 +349,30 @@ def create_app(extension: bool = True) -> Flask:
     def echo_deflate(receiver, sender):  # type: ignore[no-untyped-def]
         for message in receiver:
             sender.put(message)
+
+    @app.route("/room/<room>", websocket=websocket)
+    @sockets.messages()
+    def room_view(room, receiver, sender):  # type: ignore[no-untyped-def]
+        """Everything a member sends goes to the whole room, itself included."""
+        hub = app.extensions["sockets_channels"].hub
+        with hub.join(room, sender, max_backlog=int(request.args.get("backlog", 1000))):
+            sender.put(f"joined {room}")
+            for message in receiver:
+                try:
+                    hub.publish(room, message)
+                except sockets.HubUnavailable:
+                    sender.put("hub unavailable")
+
+    @app.route("/_publish/<room>")
+    def publish(room: str) -> Any:
+        hub = app.extensions["sockets_channels"].hub
+        text, count = request.args.get("text", "m"), int(request.args.get("count", 1))
+        try:
+            for index in range(count):
+                hub.publish(room, f"{text}-{index}" if count > 1 else text)
+        except sockets.HubUnavailable as exc:
+            return str(exc) + "\n", 503
+        return jsonify(len(hub.members(room)))
 
     @app.route("/page")
     def page() -> str:
