@@ -120,7 +120,11 @@ class RedisTransport:
                     message = pubsub.get_message(timeout=POLL_TIMEOUT)
                     if message is not None:
                         self._handle(message, deliver)
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            except (
+                redis.exceptions.ConnectionError,
+                redis.exceptions.TimeoutError,
+                OSError,
+            ) as exc:
                 self._subscribed.clear()
                 delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
                 failures += 1

@@ -68,7 +68,9 @@ def test_a_burst_smaller_than_the_backlog_reaches_every_member_in_order(
         members = [join(stack, server, name) for _ in range(10)]
         assert server.get(f"/_publish/{name}?text=burst&count={burst}")[0] == 200
         for ws in members:
-            assert [ws.recv(timeout=T) for _ in range(burst)] == [f"burst-{i}" for i in range(burst)]
+            assert [ws.recv(timeout=T) for _ in range(burst)] == [
+                f"burst-{i}" for i in range(burst)
+            ]
 
 
 def test_a_slow_member_is_closed_with_1008_and_the_others_go_on(server: Server) -> None:
@@ -120,9 +122,10 @@ def redis() -> Iterator[RedisServer]:
 @contextlib.contextmanager
 def two_workers(tmp_path: Path, url: str) -> Iterator[tuple[Server, Server]]:
     env = {"FSC_TEST_HUB_URL": url}
-    with gunicorn_server(tmp_path / "a.log", env=env) as first, gunicorn_server(
-        tmp_path / "b.log", env=env
-    ) as second:
+    with (
+        gunicorn_server(tmp_path / "a.log", env=env) as first,
+        gunicorn_server(tmp_path / "b.log", env=env) as second,
+    ):
         yield first, second
 
 
