@@ -1,0 +1,80 @@
+// The chat page: asks for a nickname, opens the room's socket and shows
+// what arrives. User text goes into the page with textContent only, never
+// as HTML.
+"use strict";
+
+const chat = document.getElementById("chat");
+const log = document.getElementById("log");
+const status = document.getElementById("status");
+const joinForm = document.getElementById("join");
+const sendForm = document.getElementById("send");
+const nicknameInput = document.getElementById("nickname");
+const textInput = document.getElementById("text");
+
+let socket = null;
+let nickname = "";
+
+function show(className, user, text) {
+  const item = document.createElement("li");
+  item.className = className;
+  if (user !== null) {
+    const name = document.createElement("span");
+    name.className = "user";
+    name.textContent = user;
+    item.append(name);
+  }
+  item.append(document.createTextNode(text));
+  log.append(item);
+  log.scrollTop = log.scrollHeight;
+}
+
+function setStatus(text, online) {
+  status.textContent = text;
+  status.classList.toggle("online", online);
+  joinForm.hidden = online;
+  sendForm.hidden = !online;
+}
+
+function connect() {
+  // The page carries the socket's URL (Flask's url_for); keep it on TLS
+  // when the page is, e.g. behind a proxy that terminates TLS.
+  const url = new URL(chat.dataset.socketUrl, location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  url.searchParams.set("user", nickname);
+  socket = new WebSocket(url);
+  socket.onopen = () => {
+    setStatus(`connected as ${nickname}`, true);
+    textInput.focus();
+  };
+  socket.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    if (message.kind === "join") {
+      show("notice", null, `${message.user} joined`);
+    } else if (message.kind === "leave") {
+      show("notice", null, `${message.user} left`);
+    } else {
+      show("message", message.user, message.text);
+    }
+  };
+  socket.onclose = () => {
+    setStatus("not connected", false);
+    socket = null;
+  };
+}
+
+joinForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  nickname = nicknameInput.value.trim();
+  if (nickname && socket === null) {
+    connect();
+  }
+});
+
+sendForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = textInput.value;
+  if (text && socket !== null && socket.readyState === WebSocket.OPEN) {
+    socket.send(JSON.stringify({ user: nickname, text }));
+    textInput.value = "";
+  }
+});
