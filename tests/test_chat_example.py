@@ -1,0 +1,211 @@
+"""examples/chat: on werkzeug with the in-process hub, and in two gunicorn
+processes sharing rooms through a real redis-server.
+
+The browser test of the same example is tests/test_browser.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from examples.chat.app import create_app
+from tests.conftest import ROOT, Server, redis_server, serve_app, wait_time
+
+T = wait_time(5)
+
+
+def new_room() -> str:
+    return "room-" + uuid.uuid4().hex[:8]
+
+
+def member(stack: contextlib.ExitStack, server: Server, room: str, user: str) -> ClientConnection:
+    """A client in ``room`` as ``user``, closed when ``stack`` closes."""
+    return stack.enter_context(connect(f"{server.ws}/ws/{room}?user={user}", open_timeout=T))
+
+
+def receive(ws: ClientConnection, timeout: float = T) -> Any:
+    return json.loads(ws.recv(timeout=timeout))
+
+
+def say(ws: ClientConnection, user: str, text: str) -> None:
+    ws.send(json.dumps({"user": user, "text": text}))
+
+
+def receive_until(ws: ClientConnection, expected: Any, timeout: float = T) -> list[Any]:
+    """Receive until ``expected`` arrives; return what came before it."""
+    skipped = []
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"{expected!r} did not arrive; got {skipped!r}"
+        try:
+            message = receive(ws, remaining)
+        except TimeoutError:
+            raise AssertionError(f"{expected!r} did not arrive; got {skipped!r}") from None
+        if message == expected:
+            return skipped
+        skipped.append(message)
+
+
+@contextlib.contextmanager
+def chat_on_werkzeug(tmp_path: Path) -> Iterator[Server]:
+    with serve_app(create_app({"SOCKETS_HUB_URL": None}), tmp_path / "werkzeug.log") as server:
+        yield server
+
+
+# -- one process, in-process hub --------------------------------------------
+
+
+def test_root_redirects_to_the_lobby(tmp_path: Path) -> None:
+    with chat_on_werkzeug(tmp_path) as server:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=T)
+        try:
+            connection.request("GET", "/")
+            response = connection.getresponse()
+            assert response.status == 302
+            assert response.getheader("Location") == "/room/lobby"
+        finally:
+            connection.close()
+
+
+def test_room_page_names_the_room_escaped_and_its_socket(tmp_path: Path) -> None:
+    with chat_on_werkzeug(tmp_path) as server:
+        status, page = server.get("/room/%3Cb%3Ebold")
+    assert status == 200
+    assert "<h1>#&lt;b&gt;bold</h1>" in page
+    assert f'data-socket-url="{server.ws}/ws/%3Cb%3Ebold"' in page
+    assert "<b>" not in page
+
+
+def test_members_get_join_notices_messages_and_leave_notices(tmp_path: Path) -> None:
+    room = new_room()
+    with chat_on_werkzeug(tmp_path) as server, contextlib.ExitStack() as stack:
+        alice = member(stack, server, room, "alice")
+        assert receive(alice) == {"kind": "join", "user": "alice"}
+        with connect(f"{server.ws}/ws/{room}?user=bob", open_timeout=T) as bob:
+            assert receive(bob) == {"kind": "join", "user": "bob"}
+            assert receive(alice) == {"kind": "join", "user": "bob"}
+            say(bob, "bob", "hello <alice> & all")
+            expected = {"user": "bob", "text": "hello <alice> & all"}
+            assert receive(bob) == expected
+            assert receive(alice) == expected
+        assert receive(alice) == {"kind": "leave", "user": "bob"}
+
+
+def test_rooms_are_separate(tmp_path: Path) -> None:
+    with chat_on_werkzeug(tmp_path) as server, contextlib.ExitStack() as stack:
+        here = member(stack, server, new_room(), "here")
+        elsewhere = member(stack, server, new_room(), "elsewhere")
+        assert receive(here) == {"kind": "join", "user": "here"}
+        assert receive(elsewhere) == {"kind": "join", "user": "elsewhere"}
+        say(here, "here", "only here")
+        assert receive(here) == {"user": "here", "text": "only here"}
+        with pytest.raises(TimeoutError):
+            elsewhere.recv(timeout=0.3)
+
+
+def test_a_message_that_is_not_a_chat_message_is_dropped(tmp_path: Path) -> None:
+    room = new_room()
+    with chat_on_werkzeug(tmp_path) as server, contextlib.ExitStack() as stack:
+        alice = member(stack, server, room, "alice")
+        assert receive(alice) == {"kind": "join", "user": "alice"}
+        alice.send("not json")
+        alice.send(json.dumps({"user": "alice", "text": 42}))
+        say(alice, "alice", "still here")
+        assert receive(alice) == {"user": "alice", "text": "still here"}
+
+
+# -- two gunicorn processes, one redis-server --------------------------------
+
+
+@contextlib.contextmanager
+def chat_on_gunicorn(log_path: Path, hub_url: str) -> Iterator[Server]:
+    """``gunicorn -k gthread 'examples.chat.app:app'`` with
+    ``SOCKETS_HUB_URL=hub_url``, one worker, bound to a socket we opened on
+    an ephemeral port (as tests/conftest.py's gunicorn_server)."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
+    env = dict(os.environ, SOCKETS_HUB_URL=hub_url)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = [
+        sys.executable, "-m", "gunicorn",
+        "-k", "gthread", "-w", "1", "--threads", "20",
+        "--bind", f"fd://{listener.fileno()}",
+        "--graceful-timeout", "10",
+        "--error-logfile", str(log_path),
+        "examples.chat.app:app",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, env=env, pass_fds=(listener.fileno(),), cwd=ROOT)
+    listener.close()
+    try:
+        server = Server("gunicorn", port, log_path)
+        status, _ = server.get("/room/lobby", timeout=30)
+        assert status == 200, server.log()
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(wait_time(20))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_until_crossing(sender: ClientConnection, user: str, receiver: ClientConnection) -> None:
+    """Send probes from ``sender`` until one reaches ``receiver``.
+
+    A process's hub subscribes to Redis in the background after its first
+    join, and offers nothing to wait on; until then, messages from the other
+    process are lost. So: poll, with a deadline.
+    """
+    deadline = time.monotonic() + T
+    for attempt in itertools.count():
+        assert time.monotonic() < deadline, "no message crossed between the processes"
+        say(sender, user, f"probe {attempt}")
+        with contextlib.suppress(TimeoutError):
+            while time.monotonic() < deadline:
+                message = receive(receiver, 0.2)
+                if message.get("user") == user and message.get("text", "").startswith("probe"):
+                    return
+
+
+def test_a_message_crosses_gunicorn_processes_through_redis(tmp_path: Path) -> None:
+    room = new_room()
+    with contextlib.ExitStack() as stack:
+        redis = stack.enter_context(redis_server())
+        first = stack.enter_context(chat_on_gunicorn(tmp_path / "first.log", redis.url))
+        second = stack.enter_context(chat_on_gunicorn(tmp_path / "second.log", redis.url))
+        alice = member(stack, first, room, "alice")
+        assert receive(alice) == {"kind": "join", "user": "alice"}
+        with connect(f"{second.ws}/ws/{room}?user=bob", open_timeout=T) as bob:
+            assert receive(bob) == {"kind": "join", "user": "bob"}
+            wait_until_crossing(alice, "alice", bob)
+            wait_until_crossing(bob, "bob", alice)
+
+            say(alice, "alice", "hello from the first process")
+            expected = {"user": "alice", "text": "hello from the first process"}
+            receive_until(alice, expected)
+            receive_until(bob, expected)
+        # bob's leave notice comes from the second process, after alice's
+        # message went through Redis: a second copy of it would come first.
+        assert expected not in receive_until(alice, {"kind": "leave", "user": "bob"})
