@@ -79,10 +79,16 @@ class Channel(queue.Queue[T]):
             queue.Full: ``block`` is false or ``timeout`` expired and there was
                 no room (for an unbuffered channel: no ``get`` took the item).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self.not_full:
             if self._closed:
                 raise Closed("put on a closed channel")
+            if self.capacity and len(self.queue) < self.maxsize:  # the common case, fast
+                self.queue.append(item)
+                self._given += 1
+                self.unfinished_tasks += 1
+                self.not_empty.notify()
+                return
+            deadline = None if timeout is None else time.monotonic() + timeout
             if self.capacity == 0 and not block and not self._waiting_getters:
                 raise queue.Full
             self._wait(self.not_full, lambda: self._qsize() < self.maxsize, block, deadline)
@@ -111,6 +117,15 @@ class Channel(queue.Queue[T]):
             Closed: The channel is closed and empty.
             queue.Empty: ``block`` is false or ``timeout`` expired.
         """
+        with self.not_empty:
+            if self.queue:  # the common case, fast
+                item: T = self.queue.popleft()
+                self._taken += 1
+                if self.capacity:
+                    self.not_full.notify()
+                else:
+                    self.not_full.notify_all()
+                return item
         return self.get_many(1, block, timeout)[0]
 
     def get_many(
@@ -140,6 +155,20 @@ class Channel(queue.Queue[T]):
             else:
                 self.not_full.notify_all()
             return items
+
+    def _put_available(self, items: list[T]) -> int:
+        """Put as many of ``items`` as there is room for, waking getters
+        once; return how many. Raises :class:`Closed` once closed."""
+        with self.mutex:
+            if self._closed:
+                raise Closed("put on a closed channel")
+            count = min(len(items), self.capacity - len(self.queue)) if self.capacity else 0
+            if count > 0:
+                self.queue.extend(items[:count])
+                self._given += count
+                self.unfinished_tasks += count
+                self.not_empty.notify(count)
+            return max(count, 0)
 
     def _force(self, item: T) -> None:
         """Add ``item`` past ``maxsize``, without waiting; for the library's

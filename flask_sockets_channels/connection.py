@@ -26,6 +26,7 @@ import contextlib
 import itertools
 import queue
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterable
@@ -97,11 +98,19 @@ class _Sender(Channel[Any]):
     """
 
     def __init__(
-        self, maxsize: int, encode: Callable[[Any], Event], on_overflow: Callable[[], None]
+        self,
+        maxsize: int,
+        encode: Callable[[Any], Event],
+        on_overflow: Callable[[], None],
+        protocol_lock: threading.Lock | None = None,
+        write_now: Callable[[Event], bool] | None = None,
     ) -> None:
         super().__init__(maxsize)
         self._encode = encode
         self._on_overflow = on_overflow
+        self._protocol_lock = protocol_lock
+        self._write_now = write_now
+        self._written = 0  # items the writer took and has written (see _direct)
 
     def offer(self, event: Event, max_backlog: int) -> bool:
         """Queue a ready frame without waiting, even past the buffer, as long
@@ -133,7 +142,41 @@ class _Sender(Channel[Any]):
             TypeError: ``item`` is not of the mode's type.
             Closed: The connection is closing or closed.
         """
-        super().put(self._encode(item), block, timeout)
+        event = self._encode(item)
+        if not self._direct(event):
+            super().put(event, block, timeout)
+
+    def _direct(self, event: Event) -> bool:
+        """Write ``event`` in the caller's thread when nothing is queued or
+        in the writer's hands and the socket is free: it saves waking the
+        writer. Return whether it did.
+
+        Order is kept: the decision and the lock are taken under the
+        channel's mutex, and only when every item the writer took is written.
+
+        Raises:
+            Closed: The connection is closed, or the write failed.
+        """
+        lock = self._protocol_lock
+        if lock is None or self._write_now is None:
+            return False
+        with self.mutex:
+            if self._closed:
+                raise Closed("put on a closed channel")
+            if self.queue or self._taken != self._written or not lock.acquire(blocking=False):
+                return False
+        try:
+            sent = self._write_now(event)
+        finally:
+            lock.release()
+        if not sent:
+            raise Closed("the connection closed before the message was sent")
+        return True
+
+    def written(self, count: int) -> None:
+        """The writer has written ``count`` items it took."""
+        with self.mutex:
+            self._written += count
 
     def put_urgent(self, event: Event) -> None:
         """Queue a control frame past ``maxsize``: a keepalive ping must not
@@ -227,14 +270,18 @@ class Connection:
         self.subprotocol = subprotocol
         self.name = f"ws-{next(_numbers)} {remote_addr or '?'} {path}"
         self.receiver: Channel[Any] = Channel(options.recv_channel_buffer)
+        self._protocol_lock = threading.Lock()
         self.sender: Channel[Any] = _Sender(
-            options.send_channel_buffer, codec.encode, self._slow_consumer
+            options.send_channel_buffer,
+            codec.encode,
+            self._slow_consumer,
+            self._protocol_lock,
+            self._write_now,
         )
         self.errors: Channel[SocketsError] = Channel(ERRORS_BUFFER)
         self.disconnect: Channel[Any] = _Disconnect(self.close)
         self._sock = sock
         self._codec = codec
-        self._protocol_lock = threading.Lock()
         self._protocol = protocol
         self._state = threading.Condition()  # guards the close bookkeeping below
         self._close_request: tuple[int, str] | None = None
@@ -308,9 +355,14 @@ class Connection:
         Raises:
             OSError: The 101 response could not be written.
         """
-        self._sock.settimeout(self._write_wait)
+        # A blocking socket: reads wait for data or for shutdown(); writes
+        # are bounded by SO_SNDTIMEO (see _send_within) instead of a Python
+        # socket timeout, which would add a poll() before every call.
+        self._sock.settimeout(None)
+        if self._write_wait is not None:
+            self._set_send_timeout(self._write_wait)
         if handshake_response:
-            self._sock.sendall(handshake_response)
+            self._send_within(handshake_response)
         self.options.log(LOG_LEVEL_INFO, "%s: opened", self.name)
         self._buffered = buffered
         now = time.monotonic()
@@ -385,8 +437,6 @@ class Connection:
             while True:
                 try:
                     data = self._sock.recv(RECV_SIZE)
-                except socket.timeout:
-                    continue
                 except OSError as exc:
                     self._lost(exc)
                     return
@@ -406,16 +456,18 @@ class Connection:
         with self._protocol_lock:
             self._protocol.receive_data(data)
             messages = self._process_events(self._protocol.events())
+        items = []
+        decode = self._codec.decode
         for message in messages:
             try:
-                item = self._codec.decode(message)
+                items.append(decode(message))
             except DecodeError as exc:
                 self._report(exc, LOG_LEVEL_WARNING)
-                continue
             except ProtocolError as exc:
                 self._fail_by_peer(exc)
                 break
-            self._deliver(item)
+        if items:
+            self._deliver(items)
         if self._draining:
             self.receiver.close()
 
@@ -508,24 +560,26 @@ class Connection:
             self._sendall(self._protocol.send(CloseConnection(code, reason)))
         self._shutdown(socket.SHUT_WR)
 
-    def _deliver(self, item: Any) -> None:
-        """Put ``item`` on ``receiver``; while it is full, stop reading (TCP
-        pushes back) and stop the keepalive clock. Once the connection is
-        ending, the last messages go in past the limit (at most one read's
-        worth), so that nothing sent before a close is lost."""
+    def _deliver(self, items: list[Any]) -> None:
+        """Put ``items`` on ``receiver``, waking the view once; while it is
+        full, stop reading (TCP pushes back) and stop the keepalive clock.
+        Once the connection is ending, the last messages go in past the
+        limit (at most one read's worth), so that nothing sent before a
+        close is lost."""
         try:
             if self._draining:
-                self.receiver._force(item)
+                for item in items:
+                    self.receiver._force(item)
                 return
-            self.receiver.put_nowait(item)
-            return
+            start = self.receiver._put_available(items)
         except Closed:
             return  # closing: the view reads no more
-        except queue.Full:
-            pass
+        if start == len(items):
+            return
         self._paused = True
         try:
-            self.receiver.put(item)
+            for item in items[start:]:
+                self.receiver.put(item)
         except Closed:
             pass
         finally:
@@ -552,7 +606,9 @@ class Connection:
                     batch = self.sender.get_many(WRITE_BATCH)
                 except Closed:
                     break
-                if not self._write(batch):
+                written = self._write(batch)
+                self.sender.written(len(batch))  # type: ignore[attr-defined]
+                if not written:
                     return
             request = self._close_request
             if request is not None:
@@ -571,6 +627,18 @@ class Connection:
         except Exception:
             self.options.log(LOG_LEVEL_ERROR, "%s: writer crashed", self.name, exc_info=True)
             self.abort()
+
+    def _write_now(self, event: Event) -> bool:
+        """Write one frame from the caller's thread; False if the connection
+        is closing or the socket failed. Caller holds ``_protocol_lock``."""
+        assert self._protocol_lock.locked()
+        if self._protocol.state is not ConnectionState.OPEN:
+            return False
+        try:
+            self._sendall(self._protocol.send(event))
+        except _WriteFailed:
+            return False
+        return True
 
     def _write(self, batch: list[Event]) -> bool:
         """Send ``batch`` in one write; False if the socket failed."""
@@ -594,7 +662,7 @@ class Connection:
         """
         assert self._protocol_lock.locked()
         try:
-            self._sock.sendall(data)
+            self._send_within(data)
         except socket.timeout as exc:
             error: SocketsError = WriteTimeout(f"write blocked for {self._write_wait} s")
             error.__cause__ = exc
@@ -608,6 +676,42 @@ class Connection:
                 self._report_failure(error)
             self.abort()
             raise _WriteFailed from exc
+
+    def _send_within(self, data: bytes) -> None:
+        """``sendall`` with a deadline of ``write_wait`` for the whole of
+        ``data``. The common case is one ``send``; only a partial write
+        re-arms SO_SNDTIMEO with the time that is left.
+
+        Raises:
+            socket.timeout: The deadline passed.
+            OSError: The socket failed.
+        """
+        if self._write_wait is None:
+            self._sock.sendall(data)
+            return
+        view = memoryview(data)
+        deadline = None
+        while True:
+            try:
+                sent = self._sock.send(view)
+            except BlockingIOError:  # SO_SNDTIMEO expired with nothing sent
+                sent = 0
+            if sent == len(view):
+                return
+            view = view[sent:]
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self._write_wait
+                if sent == 0:  # that send already waited the whole write_wait
+                    raise socket.timeout("write_wait expired")
+            if now >= deadline:
+                raise socket.timeout("write_wait expired")
+            self._set_send_timeout(deadline - now)
+
+    def _set_send_timeout(self, seconds: float) -> None:
+        whole = int(seconds)
+        timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6) or (0 if whole else 1))
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
     # -- closing ------------------------------------------------------------
 

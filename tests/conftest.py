@@ -9,6 +9,7 @@ missing external program into a failure.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -45,6 +46,13 @@ def require(condition: bool, reason: str) -> None:
         if STRICT:
             pytest.fail(f"required for CI: {reason}")
         pytest.skip(reason)
+
+
+def die_with_parent() -> None:
+    """In a child process: get SIGTERM if the test process dies, so that a
+    killed test run leaves no server behind (Linux PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
 class Server:
@@ -141,7 +149,9 @@ def gunicorn_server(
         *extra,
         "tests.server_app:app_from_env()",
     ]  # fmt: skip
-    process = subprocess.Popen(command, env=env, pass_fds=(listener.fileno(),), cwd=ROOT)
+    process = subprocess.Popen(
+        command, env=env, pass_fds=(listener.fileno(),), cwd=ROOT, preexec_fn=die_with_parent
+    )
     listener.close()
     try:
         server = Server("gunicorn", port, log_path)
@@ -179,13 +189,14 @@ class RedisServer:
 
     def start(self) -> None:
         require(have("redis-server"), "redis-server is not installed (apt-get install redis-server)")
+        import redis
+
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )  # fmt: skip
-        import redis
-
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
         deadline = time.monotonic() + wait_time(10)
         while True:
@@ -208,8 +219,8 @@ class RedisServer:
 @contextlib.contextmanager
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer(free_port())
-    server.start()
     try:
+        server.start()
         yield server
     finally:
         server.stop()
