@@ -1,0 +1,443 @@
+// Load client of benchmarks/run.py, on Node's event loop with the `ws` package.
+//
+//   node benchmarks/client.mjs '<JSON config>'
+//
+// Runs one scenario against one server and prints one JSON line of results
+// on stdout (progress and errors go to stderr). Every scenario is bounded in
+// time (`hard_timeout_s` ends the process whatever happens) and in count.
+//
+// It also measures, over the measuring window only:
+//   * the server's CPU time, from /proc/<pid>/stat (utime + stime) of the
+//     PIDs in `pids` (summed) and of `aux_pids` (reported apart, e.g. redis);
+//   * its own CPU time (process.cpuUsage(), all of its threads), so a reader
+//     can see that the client was not the bottleneck.
+//
+// Scenarios: echo (also `large` and deflate: the same loop with other
+// parameters), rtt, idle, fanout. See benchmarks/run.py for what each means.
+
+import { readFileSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+import WebSocket from "ws";
+
+const cfg = JSON.parse(process.argv[2] ?? "{}");
+const CLK_TCK = cfg.clk_tck ?? 100;
+
+const hardTimer = setTimeout(() => {
+  process.stderr.write(`client: hard timeout of ${cfg.hard_timeout_s} s, giving up\n`);
+  process.exit(3);
+}, (cfg.hard_timeout_s ?? 60) * 1000);
+hardTimer.unref();
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// -- /proc ------------------------------------------------------------------
+
+function cpuSeconds(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // fields[0] is field 3 (state): utime is field 14, stime field 15.
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+}
+
+function cpuOf(pids) {
+  return (pids ?? []).reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+}
+
+function procStatus(pid) {
+  const text = readFileSync(`/proc/${pid}/status`, "utf8");
+  const field = (name) => Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(text)[1]);
+  return { threads: field("Threads"), rss_kib: field("VmRSS") };
+}
+
+// A window of measurement: wall time, server CPU, aux CPU, client CPU.
+function startWindow() {
+  return {
+    t0: performance.now(),
+    server0: cpuOf(cfg.pids),
+    aux0: cpuOf(cfg.aux_pids),
+    client0: process.cpuUsage(),
+  };
+}
+
+function endWindow(w) {
+  const seconds = (performance.now() - w.t0) / 1000;
+  const client = process.cpuUsage(w.client0);
+  const clientCpu = (client.user + client.system) / 1e6;
+  return {
+    seconds,
+    server_cpu_s: cpuOf(cfg.pids) - w.server0,
+    aux_cpu_s: cfg.aux_pids ? cpuOf(cfg.aux_pids) - w.aux0 : null,
+    client_cpu_s: clientCpu,
+    client_cpu_pct: (100 * clientCpu) / seconds,
+  };
+}
+
+// -- helpers ----------------------------------------------------------------
+
+function connect(url, { deflate = false, timeoutMs = 10000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, {
+      perMessageDeflate: deflate ? { threshold: 0 } : false,
+      handshakeTimeout: timeoutMs,
+      maxPayload: 64 << 20,
+    });
+    ws.once("open", () => {
+      ws.removeAllListeners("error");
+      ws.on("error", (err) => process.stderr.write(`client: ${url}: ${err.message}\n`));
+      resolve(ws);
+    });
+    ws.once("error", reject);
+    ws.once("unexpected-response", (req, res) => {
+      reject(new Error(`${url}: HTTP ${res.statusCode} instead of 101`));
+      req.destroy();
+    });
+  });
+}
+
+// Open `count` connections, at most `concurrency` handshakes at a time.
+async function connectMany(urls, count, concurrency, options) {
+  const sockets = new Array(count);
+  let next = 0;
+  async function worker() {
+    while (next < count) {
+      const i = next++;
+      sockets[i] = await connect(urls[i % urls.length], options);
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+  return sockets;
+}
+
+function closeAll(sockets, timeoutMs = 10000) {
+  return Promise.race([
+    Promise.all(
+      sockets.map(
+        (ws) =>
+          new Promise((resolve) => {
+            if (ws.readyState === WebSocket.CLOSED) return resolve();
+            ws.once("close", resolve);
+            if (ws.readyState === WebSocket.OPEN) ws.close(1000);
+          }),
+      ),
+    ),
+    sleep(timeoutMs).then(() => {
+      const left = sockets.filter((ws) => ws.readyState !== WebSocket.CLOSED);
+      process.stderr.write(`client: ${left.length} connections not closed in time; cut\n`);
+      left.forEach((ws) => ws.terminate());
+    }),
+  ]);
+}
+
+function percentiles(samples, count) {
+  if (count === 0) return { p50_us: null, p99_us: null };
+  const sorted = samples.subarray(0, count).sort();
+  const at = (q) => sorted[Math.min(count - 1, Math.floor(q * count))] * 1000; // ms -> µs
+  return { p50_us: at(0.5), p99_us: at(0.99) };
+}
+
+// -- echo: N connections, a window of in-flight messages each ---------------
+
+async function echo() {
+  const { url, connections, window, size, binary, deflate } = cfg;
+  const payload = Buffer.alloc(size, binary ? 0xa5 : 0x61);
+  const sockets = await connectMany([url], connections, 16, { deflate });
+  const extensions = sockets[0].extensions;
+  const maxSamples = cfg.max_samples ?? 4_000_000;
+  const samples = new Float64Array(maxSamples);
+  let nSamples = 0;
+  let received = 0;
+  let bytes = 0;
+  let inFlight = 0;
+  let mismatches = 0;
+  let phase = "warmup"; // -> measure -> drain
+  let drained = null;
+
+  sockets.forEach((ws) => {
+    const sent = new Float64Array(window); // send times, a ring in send order
+    let head = 0;
+    let tail = 0;
+    const send = () => {
+      sent[tail++ % window] = performance.now();
+      inFlight++;
+      ws.send(payload, { binary });
+    };
+    ws.on("message", (data, isBinary) => {
+      const now = performance.now();
+      const t = sent[head++ % window];
+      inFlight--;
+      if (isBinary !== binary || data.length !== size) mismatches++;
+      if (phase === "measure") {
+        received++;
+        bytes += data.length;
+        if (nSamples < maxSamples) samples[nSamples++] = now - t;
+      }
+      if (phase !== "drain") send();
+      else if (inFlight === 0 && drained) drained();
+    });
+    for (let i = 0; i < window; i++) send();
+  });
+
+  await sleep(cfg.warmup_s * 1000);
+  const w = startWindow();
+  phase = "measure";
+  await sleep(cfg.duration_s * 1000);
+  phase = "drain";
+  const m = endWindow(w);
+  const measured = received;
+  if (inFlight > 0) {
+    await Promise.race([new Promise((resolve) => (drained = resolve)), sleep(10000)]);
+  }
+  await closeAll(sockets);
+  return {
+    ...m,
+    messages: measured,
+    msgs_per_s: measured / m.seconds,
+    mb_per_s: bytes / 1e6 / m.seconds,
+    ...percentiles(samples, nSamples),
+    server_cpu_us_per_msg: measured ? (1e6 * m.server_cpu_s) / measured : null,
+    extensions,
+    mismatches,
+    lost: inFlight,
+  };
+}
+
+// -- rtt: one connection, one message at a time ------------------------------
+
+async function rtt() {
+  const { url, size } = cfg;
+  const payload = Buffer.alloc(size, 0x61);
+  const ws = await connect(url);
+  const maxCount = cfg.max_count ?? 200_000;
+  const samples = new Float64Array(maxCount);
+  let n = 0;
+  let w = null;
+  let phase = "warmup";
+  let t = 0;
+  const finished = new Promise((resolve) => {
+    ws.on("message", () => {
+      const now = performance.now();
+      if (phase === "measure") {
+        samples[n++] = now - t;
+        if (n >= maxCount) phase = "done";
+      }
+      if (phase === "done") return resolve();
+      t = performance.now();
+      ws.send(payload, { binary: false });
+    });
+  });
+  t = performance.now();
+  ws.send(payload, { binary: false });
+  await sleep(cfg.warmup_s * 1000);
+  w = startWindow();
+  phase = "measure";
+  await Promise.race([finished, sleep(cfg.duration_s * 1000)]);
+  phase = "done";
+  const m = endWindow(w);
+  await closeAll([ws]);
+  return {
+    ...m,
+    messages: n,
+    msgs_per_s: n / m.seconds,
+    ...percentiles(samples, n),
+    server_cpu_us_per_msg: n ? (1e6 * m.server_cpu_s) / n : null,
+  };
+}
+
+// -- idle: many open connections, their threads and memory ------------------
+
+async function waitForThreads(pid, target, settleMs, maxMs) {
+  // Until the count is at `target` or has not changed for `settleMs`.
+  const start = performance.now();
+  let last = procStatus(pid).threads;
+  let since = performance.now();
+  while (performance.now() - start < maxMs) {
+    await sleep(100);
+    const now = procStatus(pid).threads;
+    if (now <= target) return now;
+    if (now !== last) {
+      last = now;
+      since = performance.now();
+    } else if (performance.now() - since >= settleMs) {
+      return now;
+    }
+  }
+  return procStatus(pid).threads;
+}
+
+async function idle() {
+  const { url, count, concurrency } = cfg;
+  const pid = cfg.pids[0];
+  const settleMs = cfg.settle_s * 1000;
+  // A first connection, closed, so that what starts once per process
+  // (imports, the keepalive scheduler's first start...) is in the baseline.
+  const first = await connect(url);
+  await new Promise((resolve) => {
+    first.once("message", resolve);
+    first.send("warm-up");
+  });
+  await closeAll([first]);
+  await waitForThreads(pid, 0, settleMs, 5000);
+  const base = procStatus(pid);
+  const rounds = [];
+  for (let round = 0; round < cfg.rounds; round++) {
+    const t0 = performance.now();
+    const sockets = await connectMany([url], count, concurrency, {});
+    const openSeconds = (performance.now() - t0) / 1000;
+    await sleep(settleMs);
+    const open = procStatus(pid);
+    // Every connection still answers.
+    let answered = 0;
+    await Promise.race([
+      Promise.all(
+        sockets.map(
+          (ws) =>
+            new Promise((resolve) => {
+              ws.once("message", () => {
+                answered++;
+                resolve();
+              });
+              ws.send("still there?");
+            }),
+        ),
+      ),
+      sleep(10000),
+    ]);
+    const t1 = performance.now();
+    await closeAll(sockets);
+    const closeSeconds = (performance.now() - t1) / 1000;
+    const threadsAfter = await waitForThreads(pid, base.threads, settleMs, 10000);
+    const after = procStatus(pid);
+    rounds.push({
+      open_s: openSeconds,
+      close_s: closeSeconds,
+      answered,
+      threads_open: open.threads,
+      rss_kib_open: open.rss_kib,
+      threads_after: threadsAfter,
+      rss_kib_after: after.rss_kib,
+    });
+    process.stderr.write(
+      `client: idle round ${round + 1}: ${open.threads} threads open, ${threadsAfter} after close\n`,
+    );
+  }
+  const r1 = rounds[0];
+  const last = rounds[rounds.length - 1];
+  return {
+    count,
+    threads_base: base.threads,
+    rss_kib_base: base.rss_kib,
+    rounds,
+    threads_per_conn: (r1.threads_open - base.threads) / count,
+    rss_kib_per_conn: (r1.rss_kib_open - base.rss_kib) / count,
+    threads_after_close: last.threads_after,
+    threads_residual: last.threads_after - base.threads,
+    // With a pool that keeps its threads (gunicorn gthread), the residual
+    // after the first round is the pool; a leak would grow it each round.
+    threads_growth_last_round:
+      rounds.length > 1 ? last.threads_after - rounds[rounds.length - 2].threads_after : null,
+  };
+}
+
+// -- fanout: one publisher, many members -------------------------------------
+
+async function fanout() {
+  const { pub_url, sub_urls, members, window, size } = cfg;
+  const subs = await connectMany(sub_urls, members, 16, {});
+  const pub = await connect(pub_url);
+  const RING = 1 << 16;
+  const counts = new Int32Array(RING);
+  const sentAt = new Float64Array(RING);
+  const maxSamples = cfg.max_samples ?? 4_000_000;
+  const samples = new Float64Array(maxSamples);
+  let nSamples = 0;
+  let probesSeen = 0;
+  const gotProbe = new Uint8Array(members);
+  let phase = "join"; // -> warmup -> measure -> drain
+  let nextSeq = 0;
+  let completed = 0;
+  let delivered = 0;
+  let drained = null;
+  const pad = "x".repeat(Math.max(0, size - 10));
+  const publish = () => {
+    const seq = nextSeq++;
+    sentAt[seq % RING] = performance.now();
+    pub.send(String(seq).padStart(10, "0") + pad);
+  };
+  subs.forEach((ws, i) => {
+    ws.on("message", (data) => {
+      const now = performance.now();
+      if (data[0] === 0x70 /* "p": a probe */) {
+        if (!gotProbe[i]) {
+          gotProbe[i] = 1;
+          probesSeen++;
+        }
+        return;
+      }
+      const seq = Number(data.toString("latin1", 0, 10));
+      const slot = seq % RING;
+      if (phase === "measure") {
+        delivered++;
+        if (nSamples < maxSamples) samples[nSamples++] = now - sentAt[slot];
+      }
+      if (++counts[slot] === members) {
+        counts[slot] = 0;
+        completed++;
+        if (phase === "drain") {
+          if (completed === nextSeq && drained) drained();
+        } else {
+          publish();
+        }
+      }
+    });
+  });
+  // Members join their room once their view runs, just after the handshake:
+  // publish probes until every member has one.
+  const joinDeadline = performance.now() + 10000;
+  while (probesSeen < members) {
+    if (performance.now() > joinDeadline) {
+      throw new Error(`only ${probesSeen} of ${members} members joined within 10 s`);
+    }
+    pub.send("p" + pad);
+    await sleep(50);
+  }
+  await sleep(100);
+  phase = "warmup";
+  for (let i = 0; i < window; i++) publish();
+  await sleep(cfg.warmup_s * 1000);
+  const w = startWindow();
+  phase = "measure";
+  await sleep(cfg.duration_s * 1000);
+  phase = "drain";
+  const m = endWindow(w);
+  const measured = delivered;
+  if (completed < nextSeq) {
+    await Promise.race([new Promise((resolve) => (drained = resolve)), sleep(10000)]);
+  }
+  await closeAll([pub, ...subs]);
+  return {
+    ...m,
+    members,
+    deliveries: measured,
+    deliveries_per_s: measured / m.seconds,
+    ...percentiles(samples, nSamples),
+    server_cpu_us_per_delivery: measured ? (1e6 * m.server_cpu_s) / measured : null,
+    aux_cpu_us_per_delivery:
+      measured && m.aux_cpu_s !== null ? (1e6 * m.aux_cpu_s) / measured : null,
+    lost: nextSeq - completed,
+  };
+}
+
+// ---------------------------------------------------------------------------
+
+const scenarios = { echo, rtt, idle, fanout };
+
+try {
+  const run = scenarios[cfg.scenario];
+  if (!run) throw new Error(`unknown scenario ${cfg.scenario}`);
+  const result = await run();
+  process.stdout.write(JSON.stringify({ scenario: cfg.scenario, ...result }) + "\n");
+  process.exit(0);
+} catch (err) {
+  process.stderr.write(`client: ${err.stack ?? err}\n`);
+  process.exit(1);
+}

@@ -1,0 +1,506 @@
+# ruff: noqa: RUF001 - the tables use the multiplication sign and dashes on purpose
+"""Tables and the chart of benchmarks/run.py's results.
+
+``python benchmarks/report.py benchmarks/results.json [--chart PATH]`` prints
+the Markdown table again (and redraws the chart) from a saved run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, NamedTuple
+
+SERVERS = [
+    "ours-werkzeug",
+    "ours-gunicorn",
+    "flask-sock-werkzeug",
+    "flask-sock-gunicorn",
+    "websockets-sync",
+]
+
+
+class Metric(NamedTuple):
+    scenario: str
+    key: str
+    label: str
+    better: str | None  # "up", "down" or None (information only)
+    fmt: str
+    scale: float = 1.0
+    chart: bool = False
+
+
+METRICS = [
+    Metric("echo", "msgs_per_s", "echo: messages/s", "up", ",.0f", chart=True),
+    Metric("echo", "p50_us", "echo: p50 latency, ms", "down", ".1f", 1e-3, chart=True),
+    Metric("echo", "p99_us", "echo: p99 latency, ms", "down", ".1f", 1e-3),
+    Metric(
+        "echo", "server_cpu_us_per_msg", "echo: server CPU µs/message", "down", ".1f", chart=True
+    ),
+    Metric("echo", "client_cpu_pct", "echo: client CPU, % of a core", None, ".0f"),
+    Metric("rtt", "p50_us", "rtt: p50 µs", "down", ".0f", chart=True),
+    Metric("rtt", "p99_us", "rtt: p99 µs", "down", ".0f"),
+    Metric("large", "mb_per_s", "large (1 MiB): MB/s", "up", ".0f", chart=True),
+    Metric("large", "server_cpu_us_per_msg", "large: server CPU ms/message", "down", ".2f", 1e-3),
+    Metric("large", "client_cpu_pct", "large: client CPU, % of a core", None, ".0f"),
+    Metric("deflate", "msgs_per_s", "echo + deflate: messages/s", "up", ",.0f", chart=True),
+    Metric(
+        "deflate", "server_cpu_us_per_msg", "echo + deflate: server CPU µs/message", "down", ".1f"
+    ),
+    Metric("deflate", "client_cpu_pct", "echo + deflate: client CPU, %", None, ".0f"),
+    Metric("idle", "threads_per_conn", "idle: threads per connection", "down", ".2f", chart=True),
+    Metric("idle", "rss_kib_per_conn", "idle: RSS KiB per connection", "down", ".1f", chart=True),
+    Metric("idle", "threads_residual", "idle: threads after close − baseline", None, ".0f"),
+    Metric("idle", "threads_growth_last_round", "idle: growth of that in round 2", None, ".0f"),
+    Metric("fanout", "deliveries_per_s", "fanout ×100: deliveries/s", "up", ",.0f", chart=True),
+    Metric(
+        "fanout",
+        "server_cpu_us_per_delivery",
+        "fanout: server CPU µs/delivery",
+        "down",
+        ".2f",
+        chart=True,
+    ),
+    Metric("fanout", "p50_us", "fanout: p50 publish→delivery, ms", "down", ".1f", 1e-3),
+    Metric("fanout", "client_cpu_pct", "fanout: client CPU, %", None, ".0f"),
+    Metric(
+        "fanout-redis",
+        "deliveries_per_s",
+        "fanout via Redis (2 procs): deliveries/s",
+        "up",
+        ",.0f",
+        chart=True,
+    ),
+    Metric(
+        "fanout-redis",
+        "server_cpu_us_per_delivery",
+        "fanout via Redis: server CPU µs/delivery",
+        "down",
+        ".2f",
+        chart=True,
+    ),
+    Metric(
+        "fanout-redis",
+        "aux_cpu_us_per_delivery",
+        "fanout via Redis: redis-server µs/delivery",
+        None,
+        ".2f",
+    ),
+]
+
+#: (name, ours, peer): the ratios ours ÷ peer the table shows.
+COMPARISONS = [
+    ("÷ flask-sock (werkzeug)", "ours-werkzeug", "flask-sock-werkzeug"),
+    ("÷ flask-sock (gunicorn)", "ours-gunicorn", "flask-sock-gunicorn"),
+    ("÷ websockets (ours on gunicorn)", "ours-gunicorn", "websockets-sync"),
+    ("÷ websockets (ours on werkzeug)", "ours-werkzeug", "websockets-sync"),
+]
+
+
+class Target(NamedTuple):
+    name: str
+    scenario: str
+    key: str
+    ours: str
+    peer: str | None  # None: an absolute bound on ours
+    op: str  # ">=" or "<=" or "=="
+    bound: float
+
+
+TARGETS = [
+    Target(
+        "echo ≥ 1.5× flask-sock (werkzeug)",
+        "echo",
+        "msgs_per_s",
+        "ours-werkzeug",
+        "flask-sock-werkzeug",
+        ">=",
+        1.5,
+    ),
+    Target(
+        "echo ≥ 1.5× flask-sock (gunicorn)",
+        "echo",
+        "msgs_per_s",
+        "ours-gunicorn",
+        "flask-sock-gunicorn",
+        ">=",
+        1.5,
+    ),
+    Target(
+        "echo ≥ 1.0× websockets sync (ours on gunicorn)",
+        "echo",
+        "msgs_per_s",
+        "ours-gunicorn",
+        "websockets-sync",
+        ">=",
+        1.0,
+    ),
+    Target(
+        "echo ≥ 1.0× websockets sync (ours on werkzeug)",
+        "echo",
+        "msgs_per_s",
+        "ours-werkzeug",
+        "websockets-sync",
+        ">=",
+        1.0,
+    ),
+    Target(
+        "server CPU per echoed message ≤ 45 µs (gunicorn)",
+        "echo",
+        "server_cpu_us_per_msg",
+        "ours-gunicorn",
+        None,
+        "<=",
+        45,
+    ),
+    Target(
+        "server CPU per echoed message ≤ 45 µs (werkzeug)",
+        "echo",
+        "server_cpu_us_per_msg",
+        "ours-werkzeug",
+        None,
+        "<=",
+        45,
+    ),
+    Target(
+        "rtt p50 ≤ 1.0× flask-sock (werkzeug)",
+        "rtt",
+        "p50_us",
+        "ours-werkzeug",
+        "flask-sock-werkzeug",
+        "<=",
+        1.0,
+    ),
+    Target(
+        "rtt p50 ≤ 1.0× flask-sock (gunicorn)",
+        "rtt",
+        "p50_us",
+        "ours-gunicorn",
+        "flask-sock-gunicorn",
+        "<=",
+        1.0,
+    ),
+    Target(
+        "large ≥ 3× flask-sock (werkzeug)",
+        "large",
+        "mb_per_s",
+        "ours-werkzeug",
+        "flask-sock-werkzeug",
+        ">=",
+        3.0,
+    ),
+    Target(
+        "large ≥ 3× flask-sock (gunicorn)",
+        "large",
+        "mb_per_s",
+        "ours-gunicorn",
+        "flask-sock-gunicorn",
+        ">=",
+        3.0,
+    ),
+    Target(
+        "idle ≤ 3 threads per connection incl. the request thread (gunicorn)",
+        "idle",
+        "threads_per_conn",
+        "ours-gunicorn",
+        None,
+        "<=",
+        3.0,
+    ),
+    Target(
+        "idle RSS per connection ≤ 1.2× flask-sock (gunicorn)",
+        "idle",
+        "rss_kib_per_conn",
+        "ours-gunicorn",
+        "flask-sock-gunicorn",
+        "<=",
+        1.2,
+    ),
+    Target(
+        "idle (werkzeug): thread count back to baseline after close",
+        "idle",
+        "threads_residual",
+        "ours-werkzeug",
+        None,
+        "==",
+        0,
+    ),
+    Target(
+        "fanout in-process: server CPU per delivery ≤ 8.6 µs",
+        "fanout",
+        "server_cpu_us_per_delivery",
+        "ours-gunicorn",
+        None,
+        "<=",
+        8.6,
+    ),
+]
+
+
+# -- numbers ----------------------------------------------------------------------
+
+
+def median(data: dict[str, Any], scenario: str, server: str, key: str) -> float | None:
+    runs = data["results"].get(scenario, {}).get(server, [])
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def ratio(data: dict[str, Any], scenario: str, key: str, ours: str, peer: str) -> float | None:
+    a, b = median(data, scenario, ours, key), median(data, scenario, peer, key)
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
+    return "–" if value is None else format(value * scale, spec)
+
+
+def summary(scenario: str, result: dict[str, Any]) -> str:
+    """One line for the progress log."""
+    cpu = result.get("client_cpu_pct")
+    client = f", client CPU {cpu:.0f}%" if cpu is not None else ""
+    if scenario == "idle":
+        return (
+            f"{result['threads_per_conn']:.2f} threads/conn, "
+            f"{result['rss_kib_per_conn']:.1f} KiB/conn, "
+            f"threads after close {result['threads_after_close']} "
+            f"(baseline {result['threads_base']})"
+        )
+    if scenario.startswith("fanout"):
+        return (
+            f"{result['deliveries_per_s']:,.0f} deliveries/s, "
+            f"{result['server_cpu_us_per_delivery']:.2f} µs CPU/delivery{client}"
+        )
+    if scenario == "rtt":
+        return f"p50 {result['p50_us']:.0f} µs, p99 {result['p99_us']:.0f} µs{client}"
+    if scenario == "large":
+        return f"{result['mb_per_s']:.0f} MB/s{client}"
+    return (
+        f"{result['msgs_per_s']:,.0f} msg/s, p50 {result['p50_us'] / 1000:.1f} ms, "
+        f"{result['server_cpu_us_per_msg']:.1f} µs CPU/msg{client}"
+    )
+
+
+# -- Markdown ---------------------------------------------------------------------
+
+
+def table(data: dict[str, Any]) -> str:
+    head = ["metric", *SERVERS, *(name for name, _, _ in COMPARISONS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in METRICS:
+        if m.scenario not in data["results"]:
+            continue
+        arrow = {"up": " ↑", "down": " ↓", None: ""}[m.better]
+        cells = [m.label + arrow]
+        cells += [fmt(median(data, m.scenario, s, m.key), m.fmt, m.scale) for s in SERVERS]
+        for _, ours, peer in COMPARISONS:
+            if m.scenario == "fanout-redis" and peer != "flask-sock-gunicorn":
+                cells.append("–")
+                continue
+            peer_scenario = "fanout" if m.scenario == "fanout-redis" else m.scenario
+            a = median(data, m.scenario, ours, m.key)
+            b = median(data, peer_scenario, peer, m.key)
+            r = None if a is None or b is None or b == 0 else a / b
+            cells.append("–" if r is None or m.better is None else f"{r:.2f}×")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def target_rows(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for t in TARGETS:
+        if t.peer is None:
+            value = median(data, t.scenario, t.ours, t.key)
+            shown = fmt(value, ".2f")
+        else:
+            value = ratio(data, t.scenario, t.key, t.ours, t.peer)
+            shown = fmt(value, ".2f") + ("×" if value is not None else "")
+        if value is None:
+            rows.append((t.name, shown, "not measured", ""))
+            continue
+        if t.op == ">=":
+            met = value >= t.bound
+            margin = (value / t.bound - 1) if met else (1 - value / t.bound)
+        elif t.op == "<=":
+            met = value <= t.bound
+            margin = (1 - value / t.bound) if met else (value / t.bound - 1)
+        else:
+            met = value == t.bound
+            margin = None
+        if margin is None:
+            how = "" if met else f"off by {value - t.bound:+.0f}"
+        elif met:
+            how = f"with {100 * margin:.0f}% to spare"
+        else:
+            how = f"missed by {100 * margin:.0f}%"
+        rows.append((t.name, shown, "**met**" if met else "**missed**", how))
+    return rows
+
+
+def markdown(data: dict[str, Any]) -> str:
+    m = data["machine"]
+    out = [
+        f"Run of {data['date']}: `{data['command']}` ({data['wall_s']:.0f} s wall), "
+        f"ours = {data['ours']}.",
+        f"Machine: {m['nproc']} CPUs, {m['cpu']}, Python {m['python']}, Node {m['node']}, "
+        f"Linux {m['kernel']}, load average at start {m['loadavg_at_start'][0]:.2f}.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
+        "",
+        f"Medians of {data['profile']['runs']} run(s). ↑ higher is better, ↓ lower is better; "
+        "the ratio columns are ours ÷ peer, measured in the same run.",
+        "",
+        table(data),
+        "",
+        f"Load client CPU: at most {data['client_cpu_max_pct']:.0f}% of one core in any "
+        "measuring window (the server has the other core and more).",
+        "",
+        "| target | measured | verdict | margin |",
+        "|---|---|---|---|",
+    ]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in target_rows(data)]
+    if data["failures"]:
+        out += ["", "Failed steps:", *(f"- {f}" for f in data["failures"])]
+    return "\n".join(out)
+
+
+# -- chart -------------------------------------------------------------------------
+
+
+def chart(data: dict[str, Any], path: Path) -> None:
+    """Horizontal bars: for each charted metric, ours vs each peer, as the
+    factor by which ours is better (> 1) or worse (< 1), on a log axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    comparisons = COMPARISONS[:3]
+    colors = ["#4C72B0", "#DD8452", "#55A868"]
+    rows: list[tuple[str, list[float | None]]] = []
+    for m in METRICS:
+        if not m.chart or m.scenario not in data["results"]:
+            continue
+        factors: list[float | None] = []
+        for _, ours, peer in comparisons:
+            peer_scenario = "fanout" if m.scenario == "fanout-redis" else m.scenario
+            a = median(data, m.scenario, ours, m.key)
+            b = median(data, peer_scenario, peer, m.key)
+            if a is None or b is None or a == 0 or b == 0:
+                factors.append(None)
+            else:
+                factors.append(a / b if m.better == "up" else b / a)
+        if any(f is not None for f in factors):
+            arrow = "↑" if m.better == "up" else "↓"
+            rows.append((f"{m.label} {arrow}", factors))
+    height = 0.9 + 0.42 * len(rows) * len(comparisons) / 2
+    fig, ax = plt.subplots(figsize=(10, height))
+    bar = 0.8 / len(comparisons)
+    for i, (_, factors) in enumerate(rows):
+        for j, f in enumerate(factors):
+            if f is None:
+                continue
+            y = i + (j - (len(comparisons) - 1) / 2) * bar
+            ax.barh(y, f - 1 if f >= 1 else -(1 - f), left=1, height=bar * 0.9, color=colors[j])
+            ax.text(
+                f * (1.03 if f >= 1 else 0.97),
+                y,
+                f"{f:.2f}×",
+                va="center",
+                ha="left" if f >= 1 else "right",
+                fontsize=7,
+            )
+    ax.set_xscale("log")
+    ax.axvline(1, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    lo = min([f for _, fs in rows for f in fs if f] + [0.5])
+    hi = max([f for _, fs in rows for f in fs if f] + [2])
+    ax.set_xlim(lo / 1.6, hi * 1.6)
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+    ax.set_xlabel("how many times better ours is (right of 1: ours better; log scale)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors]
+    ax.legend(
+        handles, [f"ours {name}" for name, _, _ in comparisons], fontsize=8, loc="lower right"
+    )
+    ax.set_title(
+        f"flask-sockets-channels vs peers, medians of {data['profile']['runs']} runs, "
+        f"{data['date'][:10]}\n(for ↓ metrics the factor is peer ÷ ours)",
+        fontsize=10,
+    )
+    ax.grid(axis="x", which="both", alpha=0.2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- profile -----------------------------------------------------------------------
+
+_LINE = re.compile(r"^(.*) (\d+)$")
+_FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+def _function(frame: str) -> str:
+    match = _FRAME.match(frame.strip())
+    if not match:
+        return frame.strip()
+    file = match["file"]
+    for marker in ("site-packages/", "lib/python3", "flask_sockets_channels/"):
+        if marker in file:
+            file = (
+                file.split(marker, 1)[1]
+                if marker != "flask_sockets_channels/"
+                else ("flask_sockets_channels/" + file.split(marker, 1)[1])
+            )
+            break
+    return f"{match['func']} ({file})"
+
+
+def profile_table(lines: list[str], top: int = 25) -> str:
+    """Self and inclusive shares of the functions in py-spy's raw output."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in lines:
+        match = _LINE.match(line.strip())
+        if not match:
+            continue
+        count = int(match[2])
+        frames = [_function(f) for f in match[1].split(";") if f]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] += count
+        for name in set(frames):
+            inclusive[name] += count
+    if not total:
+        return "(no samples)"
+    out = [f"{total} samples", "", "| self % | function |", "|---:|---|"]
+    out += [f"| {100 * n / total:.1f} | `{name}` |" for name, n in own.most_common(top)]
+    out += ["", "| inclusive % | function |", "|---:|---|"]
+    out += [f"| {100 * n / total:.1f} | `{name}` |" for name, n in inclusive.most_common(top)]
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--chart", type=Path)
+    args = parser.parse_args()
+    data = json.loads(args.results.read_text())
+    print(markdown(data))
+    if args.chart:
+        chart(data, args.chart)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
