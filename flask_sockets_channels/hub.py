@@ -39,6 +39,9 @@ class Transport(Protocol):
     def start(self, deliver: Any) -> None:
         """Start calling ``deliver(room, frame)`` for others' messages."""
 
+    def wait_ready(self, timeout: float | None) -> bool:
+        """Wait until the listener is subscribed."""
+
     def close(self) -> None:
         """Stop; ends the transport's threads."""
 
@@ -157,6 +160,16 @@ class Hub:
         if self._transport is not None:
             self._transport.publish(room, frame)
         return self._deliver(room, frame, exclude)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until messages from other processes can arrive: the
+        transport's listener (started by the first :meth:`join`) is
+        subscribed. Messages published elsewhere before that are not seen
+        here. Returns at once, True, for an in-process hub.
+        """
+        if self._transport is None:
+            return True
+        return self._transport.wait_ready(timeout)
 
     def members(self, room: str) -> list[Member]:
         """The members of ``room`` in this process."""

@@ -92,8 +92,8 @@ class RedisTransport:
         )
         self._thread.start()
 
-    def wait_subscribed(self, timeout: float | None = None) -> bool:
-        """Wait until the listener is subscribed (for tests and startup)."""
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the listener is subscribed."""
         return self._subscribed.wait(timeout)
 
     def close(self) -> None:

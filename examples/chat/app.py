@@ -18,6 +18,7 @@ came, plus ``{"kind": "join" | "leave", "user": ...}`` notices.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Mapping
@@ -58,13 +59,21 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     def room_socket(room, receiver, sender):  # type: ignore[no-untyped-def]
         """Publish every message to the room, between a join and a leave notice."""
         user = request.args.get("user") or "anonymous"
+
+        def publish(message: Any) -> None:
+            try:
+                hub.publish(room, message)
+            except sockets.HubUnavailable:  # Redis is down: tell this client only
+                with contextlib.suppress(sockets.Closed):
+                    sender.put({"kind": "error", "text": "the chat is unavailable, try again"})
+
         with hub.join(room, sender):
-            hub.publish(room, {"kind": "join", "user": user})
+            publish({"kind": "join", "user": user})
             try:
                 for message in receiver:  # ends when the client goes away
-                    hub.publish(room, message)
+                    publish(message)
             finally:
-                hub.publish(room, {"kind": "leave", "user": user})
+                publish({"kind": "leave", "user": user})
 
     return app
 

@@ -52,6 +52,8 @@ function connect() {
       show("notice", null, `${message.user} joined`);
     } else if (message.kind === "leave") {
       show("notice", null, `${message.user} left`);
+    } else if (message.kind === "error") {
+      show("notice", null, message.text);
     } else {
       show("message", message.user, message.text);
     }
