@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import types
 import typing
 from typing import Any, Callable, TypeVar, Union, overload
 
@@ -31,6 +32,7 @@ View = TypeVar("View", bound=Callable[..., Any])
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 _JSON_VALUES = (dict, list, str, int, float, bool, type(None))
+_UNION_TYPES = (Union, getattr(types, "UnionType", Union))  # X | Y is types.UnionType
 
 
 class TextCodec(Codec):
@@ -178,7 +180,8 @@ def _checkable_field_types(model: type) -> dict[str, tuple[type, ...]]:
     checkable = {}
     for item in dataclasses.fields(model):
         hint = hints.get(item.name)
-        options = typing.get_args(hint) if typing.get_origin(hint) is Union else (hint,)
+        union = typing.get_origin(hint) in _UNION_TYPES
+        options = typing.get_args(hint) if union else (hint,)
         types = tuple(typing.get_origin(t) or t for t in options)
         if all(t in _JSON_VALUES for t in types):
             checkable[item.name] = types
