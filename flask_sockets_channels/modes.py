@@ -126,9 +126,9 @@ class JsonCodec(Codec):
             raise TypeError(f"expected a JSON object, got {type(value).__name__}")
         if model is dict:
             return value
-        for name, types in self._field_types.items():
-            if name in value and not _is_instance(value[name], types):
-                raise TypeError(f"field {name!r} must be {types[0].__name__}")
+        for name, allowed in self._field_types.items():
+            if name in value and not _is_instance(value[name], allowed):
+                raise TypeError(f"field {name!r} must be {allowed[0].__name__}")
         return model(**value)
 
 
