@@ -182,18 +182,18 @@ def _checkable_field_types(model: type) -> dict[str, tuple[type, ...]]:
         hint = hints.get(item.name)
         union = typing.get_origin(hint) in _UNION_TYPES
         options = typing.get_args(hint) if union else (hint,)
-        types = tuple(typing.get_origin(t) or t for t in options)
-        if all(t in _JSON_VALUES for t in types):
-            checkable[item.name] = types
+        allowed = tuple(typing.get_origin(t) or t for t in options)
+        if all(t in _JSON_VALUES for t in allowed):
+            checkable[item.name] = allowed
     return checkable
 
 
-def _is_instance(value: Any, types: tuple[type, ...]) -> bool:
-    if isinstance(value, bool) and bool not in types:
+def _is_instance(value: Any, allowed: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in allowed:
         return False  # JSON true is not an int
-    if isinstance(value, int) and float in types:
+    if isinstance(value, int) and float in allowed:
         return True
-    return isinstance(value, types)
+    return isinstance(value, allowed)
 
 
 def _decorator(codec: Codec, options: Any, overrides: dict[str, Any]) -> Any:
