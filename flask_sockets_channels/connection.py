@@ -380,8 +380,14 @@ class Connection:
         self._reader.start()
 
     def abort(self) -> None:
-        """Cut TCP at once, without a closing handshake; the threads end."""
+        """Cut TCP at once, without a closing handshake; the threads end.
+
+        Closing ``receiver`` wakes a reader paused on a full ``receiver``
+        (a view that does not read): shutting the socket down alone would
+        not, and the reader would never reach its teardown.
+        """
         self._shutdown(socket.SHUT_RDWR)
+        self.receiver.close()
 
     def fail(self, error: SocketsError | None, code: int, reason: str = "") -> None:
         """Close with an error ``code``, dropping what is queued on ``sender``.

@@ -317,6 +317,14 @@ def create_app(extension: bool = True) -> Flask:
             sender.put(message)
         _report(connection, errors, _entry_id())
 
+    @app.route("/wait-done-fast", websocket=websocket)
+    @sockets.messages(ping_period=0.3, pong_wait=0.9)
+    def wait_done_fast(sender, done, errors, connection):  # type: ignore[no-untyped-def]
+        """Never reads: only waits for the connection to end."""
+        sender.put("ready")
+        done.wait(30)
+        _report(connection, errors, _entry_id())
+
     @app.route("/stall", websocket=websocket)
     @sockets.byte_messages(ping_period=0.3, pong_wait=0.9)
     def stall(receiver, sender, errors, connection):  # type: ignore[no-untyped-def]

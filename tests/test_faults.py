@@ -6,6 +6,7 @@ import contextlib
 import json
 import signal
 import socket
+import struct
 import time
 import uuid
 from pathlib import Path
@@ -87,6 +88,21 @@ def test_write_timeout_cuts_tcp_reports_and_releases_the_view(server: Server) ->
     assert result["done"] is True
     assert result["errors"] == [{"type": "WriteTimeout", "code": None, "raw": None}]
     assert result["threads_alive"] == []
+
+
+def test_dead_peer_is_detected_while_the_view_does_not_read(server: Server) -> None:
+    """The reader is paused on a full receiver; the next ping's write fails
+    on the dead socket, and that must still end the connection."""
+    entry = key()
+    client = RawClient(server.port).open(f"/wait-done-fast?id={entry}")
+    assert client.read_frame().text == "ready"
+    client.send(b"".join(frame(TEXT, b"unread %d" % i) for i in range(50)))
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.sock.close()  # TCP reset
+    result = server.journal(entry, timeout=10)
+    assert result["done"] is True
+    assert result["threads_alive"] == []
+    assert [e["code"] for e in result["errors"]] == [1006]
 
 
 def _rss_kib(server: Server) -> int:
