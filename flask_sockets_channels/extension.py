@@ -66,10 +66,13 @@ class Sockets:
         for key in unknown_config_keys(app.config):
             options.log(LOG_LEVEL_WARNING, "unknown config key %s is ignored", key)
         app.extensions[EXTENSION_KEY] = self
+        for view in app.view_functions.values():
+            _check_view_options(app, view)
         for rule in app.url_map.iter_rules():
             if is_socket_view(app.view_functions.get(rule.endpoint)):
                 rule.websocket = True
         app.url_rule_class = _socket_rule_class(app, app.url_rule_class)
+        app.view_functions = _CheckedViews(app, app.view_functions)
         if WebsocketMismatch not in app.error_handler_spec[None][400]:
             app.register_error_handler(WebsocketMismatch, _explain_mismatch)
 
@@ -144,6 +147,27 @@ class Sockets:
         """Remove ``connection`` from the registry."""
         with self._lock:
             self._connections.discard(connection)
+
+
+def _check_view_options(app: Flask, view: object) -> None:
+    """Resolve a socket view's options against the app's config now, so that
+    a conflict (``SOCKETS_PONG_WAIT`` below a decorator's ``ping_period``)
+    raises ``ValueError`` at app setup rather than at the first request."""
+    if is_socket_view(view):
+        view.__sockets_channels__.options_for(app)  # type: ignore[attr-defined]
+
+
+class _CheckedViews(dict):  # type: ignore[type-arg]
+    """``app.view_functions`` for this app: checks the options of socket
+    views registered after ``init_app`` (e.g. by blueprints) as they come."""
+
+    def __init__(self, app: Flask, views: dict[str, Any]) -> None:
+        super().__init__(views)
+        self._app = app
+
+    def __setitem__(self, endpoint: str, view: Any) -> None:
+        _check_view_options(self._app, view)
+        super().__setitem__(endpoint, view)
 
 
 def _socket_rule_class(app: Flask, base: type[Rule]) -> type[Rule]:

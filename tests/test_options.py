@@ -160,3 +160,23 @@ def test_skip_logging_silences_everything(caplog: pytest.LogCaptureFixture) -> N
 
 def test_logger_by_name() -> None:
     assert Options(logger="my.app").logger is logging.getLogger("my.app")
+
+
+def test_config_conflicting_with_a_view_raises_at_init_app() -> None:
+    app = Flask(__name__)
+    app.config.update(SOCKETS_PONG_WAIT=30, SOCKETS_PING_PERIOD=10)
+    app.add_url_rule("/s", "s", sockets.messages(ping_period=40)(lambda sender: None))
+    with pytest.raises(ValueError, match="ping_period"):
+        sockets.Sockets(app)
+
+
+def test_config_conflicting_with_a_later_blueprint_view_raises_at_registration() -> None:
+    from flask import Blueprint
+
+    app = Flask(__name__)
+    app.config.update(SOCKETS_PONG_WAIT=30, SOCKETS_PING_PERIOD=10)
+    sockets.Sockets(app)
+    blueprint = Blueprint("late", __name__)
+    blueprint.add_url_rule("/s", "s", sockets.messages(ping_period=40)(lambda sender: None))
+    with pytest.raises(ValueError, match="ping_period"):
+        app.register_blueprint(blueprint)
