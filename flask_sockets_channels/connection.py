@@ -136,7 +136,9 @@ class _Sender(Channel[Any]):
         return not overflow
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        """Queue ``item`` to be sent; blocks while the buffer is full.
+        """Send ``item``: queue it, blocking while the buffer is full; or,
+        when nothing is queued and the socket is free, write it at once in
+        the caller's thread (blocking up to ``write_wait``).
 
         Raises:
             TypeError: ``item`` is not of the mode's type.
@@ -343,11 +345,13 @@ class Connection:
         return self.done.wait(timeout)
 
     def on_done(self, callback: Callable[[Connection], None]) -> None:
-        """Call ``callback(self)`` when the connection ends, before ``done``."""
+        """Call ``callback(self)`` when the connection ends, before ``done``
+        is set (the library's registry uses it)."""
         self._on_done.append(callback)
 
     def start(self, handshake_response: bytes = b"", buffered: bytes = b"") -> None:
-        """Write the 101 response, then start the reader and writer.
+        """Write the 101 response, then start the reader and writer (the
+        library calls it once the handshake is accepted; views never do).
 
         ``buffered`` holds bytes the server read past the handshake; they are
         parsed before anything read from the socket.

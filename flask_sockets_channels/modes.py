@@ -210,22 +210,41 @@ def messages(options: Options | None = None, **overrides: Any) -> Decorator: ...
 def messages(options: Any = None, **overrides: Any) -> Any:
     """Make a view a WebSocket endpoint exchanging text messages.
 
-    Use under ``@app.route`` / ``@blueprint.route``. The view gets, by
-    naming them, ``receiver`` (``str`` messages), ``sender`` (takes ``str``;
-    anything else raises ``TypeError`` at ``put``), ``errors``,
-    ``disconnect``, ``done`` and ``connection``, besides its URL variables.
+    ::
+
+        @app.route("/echo")          # with Sockets(app); else add websocket=True
+        @messages()                  # or messages(ping_period=5), messages(Options(...))
+        def echo(receiver, sender):
+            for message in receiver:
+                sender.put(message)
+
+    The view runs in the request's thread and gets, besides its URL
+    variables, whichever of these it names (all with ``**kwargs``):
+
+    * ``receiver``: ``Channel`` of ``str``; iteration ends (``get`` raises
+      ``Closed``) once the connection is closed and the buffer consumed.
+    * ``sender``: ``Channel`` taking ``str`` (anything else: ``TypeError``
+      at ``put``); ``put`` blocks while the buffer is full and raises
+      ``Closed`` once the connection is closing.
+    * ``errors``, ``disconnect``, ``done``, ``connection``: see
+      :class:`~flask_sockets_channels.Connection`.
+
     Returning closes with 1000 after what was put on ``sender`` is sent;
-    raising closes with 1011. An inbound binary frame must be UTF-8 (else
-    1007).
+    raising logs the traceback and closes with 1011. An inbound binary
+    frame is decoded as UTF-8 (invalid: close with 1007). ``@messages``
+    without parentheses works too.
 
     Args:
-        options: An :class:`Options`; its explicitly set fields override the
+        options: An :class:`Options`; the fields it was given override the
             app's ``SOCKETS_*`` config.
-        **overrides: Single options, overriding everything else, e.g.
-            ``messages(ping_period=5)``.
+        **overrides: Single options, overriding everything else.
 
     Raises:
-        ValueError: An option is invalid (at decoration, not at request).
+        ValueError: An option's value is invalid (raised here, when the
+            decorator is made; a conflict with the app config is raised by
+            ``Sockets.init_app`` or when the view is registered).
+        TypeError: ``options`` is not an ``Options``, or an override names
+            no option.
     """
     return _decorator(TextCodec(), options, overrides)
 
@@ -235,9 +254,13 @@ def byte_messages(options: View) -> View: ...
 @overload
 def byte_messages(options: Options | None = None, **overrides: Any) -> Decorator: ...
 def byte_messages(options: Any = None, **overrides: Any) -> Any:
-    """Like :func:`messages`, for binary messages: ``receiver`` yields
-    ``bytes`` (a text frame arrives as its UTF-8 bytes), ``sender`` takes
-    ``bytes``, ``bytearray`` or ``memoryview`` and sends binary frames."""
+    """Like :func:`messages`, for binary messages.
+
+    ``receiver`` yields ``bytes`` (a text frame arrives as its UTF-8
+    bytes); ``sender`` takes ``bytes``, ``bytearray`` or ``memoryview``
+    (copied at ``put``) and sends binary frames; anything else raises
+    ``TypeError`` at ``put``. Arguments and errors as for :func:`messages`.
+    """
     return _decorator(BytesCodec(), options, overrides)
 
 
@@ -246,9 +269,13 @@ def mixed_messages(options: View) -> View: ...
 @overload
 def mixed_messages(options: Options | None = None, **overrides: Any) -> Decorator: ...
 def mixed_messages(options: Any = None, **overrides: Any) -> Any:
-    """Like :func:`messages`, keeping each frame's type: ``receiver`` yields
-    ``str`` for a text frame and ``bytes`` for a binary one; ``sender`` sends
-    ``str`` as text and bytes-like objects as binary."""
+    """Like :func:`messages`, keeping each frame's type.
+
+    ``receiver`` yields ``str`` for a text frame and ``bytes`` for a binary
+    one; ``sender`` sends ``str`` as text and bytes-like objects as binary;
+    anything else raises ``TypeError`` at ``put``. Arguments and errors as
+    for :func:`messages`.
+    """
     return _decorator(MixedCodec(), options, overrides)
 
 
@@ -257,14 +284,26 @@ def json_messages(
 ) -> Decorator:
     """Like :func:`messages`, with JSON messages bound to ``model``.
 
-    ``receiver`` yields instances of ``model``: ``dict`` (a JSON object), a
-    dataclass (built from the object's keys; fields annotated with plain
-    JSON types are checked), a pydantic-style model (``model_validate``), or
-    ``object`` for any JSON value. A message that does not decode or
-    validate is dropped and a :class:`DecodeError` (with the raw text) goes
-    on ``errors``; the connection stays open. ``sender`` takes instances of
-    ``model`` and plain JSON values, and raises ``TypeError`` at ``put`` for
-    anything it cannot serialise. Both text and binary frames are accepted.
+    ``receiver`` yields instances of ``model``. A message that does not
+    decode or validate is dropped and a :class:`DecodeError` goes on
+    ``errors`` (its ``raw`` is the message as received: ``str``, or
+    ``bytes`` for a binary frame); the connection stays open. ``sender``
+    takes instances of ``model`` and plain JSON values, and raises
+    ``TypeError`` at ``put`` for anything it cannot serialise. Text and
+    binary frames are both accepted; frames sent are text.
+
+    Args:
+        model: ``dict`` (a JSON object), a dataclass (built from the
+            object's keys; fields annotated with plain JSON types, or
+            Optional ones, are type-checked), a pydantic-style model
+            (``model_validate`` / ``model_dump``), or ``object`` for any JSON
+            value.
+        options: As for :func:`messages`.
+        **overrides: As for :func:`messages`.
+
+    Raises:
+        TypeError: ``model`` is not a class; as for :func:`messages`.
+        ValueError: As for :func:`messages`.
     """
     if inspect.isfunction(model):  # used bare: @json_messages
         return socket_view(model, JsonCodec(dict), None, overrides)

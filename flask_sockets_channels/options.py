@@ -72,10 +72,14 @@ class Options:
         recv_channel_buffer: Size of ``receiver``; 0 is unbuffered.
         allowed_origin: Pattern (``{{host}}`` is the request's Host), list of
             patterns, predicate ``(origin, request) -> bool``, or ``None``.
-        subprotocols: Offered subprotocols; the first the client also
-            offers wins.
+        subprotocols: Subprotocols the server speaks; the first one in the
+            client's list that is also here is chosen and echoed.
         close_timeout: How long to wait for the peer's close frame.
         compression: Accept permessage-deflate when the client offers it.
+
+    Only the fields given when an ``Options`` is made override the app's
+    ``SOCKETS_*`` config (``dataclasses.replace`` gives them all). The
+    values are validated at once; durations are stored as float seconds.
 
     Raises:
         ValueError: A value is out of range or of the wrong type.
