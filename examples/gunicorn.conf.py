@@ -6,8 +6,9 @@ Sizing: each open WebSocket holds one gthread thread for its whole life (the
 view runs in it), and the library adds two of its own (reader and writer).
 So ``threads`` must be at least the number of concurrent WebSockets per
 worker plus headroom for plain HTTP requests; a connection beyond that is
-accepted but its handshake waits, unanswered, until a thread is free. gthread keeps its pool threads after they were
-used once: size it, do not rely on it shrinking.
+accepted but its handshake waits, unanswered, until a thread is free.
+gthread keeps its pool threads after they were used once: size it, do not
+rely on it shrinking.
 """
 
 import os
