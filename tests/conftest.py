@@ -188,7 +188,7 @@ class RedisServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        require(have("redis-server"), "redis-server is not installed (apt-get install redis-server)")
+        require(have("redis-server"), "redis-server is missing (apt-get install redis-server)")
         import redis
 
         self.process = subprocess.Popen(
