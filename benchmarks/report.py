@@ -222,6 +222,24 @@ TARGETS = [
         1.2,
     ),
     Target(
+        "idle ≤ 3 threads per connection incl. the request thread (werkzeug)",
+        "idle",
+        "threads_per_conn",
+        "ours-werkzeug",
+        None,
+        "<=",
+        3.0,
+    ),
+    Target(
+        "idle RSS per connection ≤ 1.2× flask-sock (werkzeug)",
+        "idle",
+        "rss_kib_per_conn",
+        "ours-werkzeug",
+        "flask-sock-werkzeug",
+        "<=",
+        1.2,
+    ),
+    Target(
         "idle (werkzeug): thread count back to baseline after close",
         "idle",
         "threads_residual",
@@ -416,6 +434,17 @@ def chart(data: dict[str, Any], path: Path) -> None:
                 ha="left" if f >= 1 else "right",
                 fontsize=7,
             )
+    # Targets set as ratios to a peer, as the same factor (◆).
+    for i, (label, _) in enumerate(rows):
+        for t in TARGETS:
+            m = next((m for m in METRICS if f"{m.label} " in label + " "), None)
+            if t.peer is None or m is None or (t.scenario, t.key) != (m.scenario, m.key):
+                continue
+            for j, (_, ours, peer) in enumerate(comparisons):
+                if (ours, peer) == (t.ours, t.peer):
+                    y = i + (j - (len(comparisons) - 1) / 2) * bar
+                    goal = t.bound if m.better == "up" else 1 / t.bound
+                    ax.plot([goal], [y], marker="D", color="black", markersize=4)
     ax.set_xscale("log")
     ax.axvline(1, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
@@ -423,17 +452,28 @@ def chart(data: dict[str, Any], path: Path) -> None:
     lo = min([f for _, fs in rows for f in fs if f] + [0.5])
     hi = max([f for _, fs in rows for f in fs if f] + [2])
     ax.set_xlim(lo / 1.6, hi * 1.6)
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
+    ticks = [
+        t
+        for t in (0.1, 0.2, 0.25, 0.33, 0.5, 0.67, 1, 1.5, 2, 3, 4, 5, 10)
+        if lo / 1.6 <= t <= hi * 1.6
+    ]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("how many times better ours is (right of 1: ours better; log scale)")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors]
-    ax.legend(
-        handles, [f"ours {name}" for name, _, _ in comparisons], fontsize=8, loc="lower right"
-    )
+    handles.append(plt.Line2D([], [], marker="D", color="black", linestyle="", markersize=4))
+    names = [
+        f"ours vs {peer}" + (f" ({ours.split('-')[1]})" if peer.startswith("websockets") else "")
+        for _, ours, peer in comparisons
+    ]
+    ax.legend(handles, [*names, "target"], fontsize=8, loc="lower right")
     ax.set_title(
         f"flask-sockets-channels vs peers, medians of {data['profile']['runs']} runs, "
-        f"{data['date'][:10]}\n(for ↓ metrics the factor is peer ÷ ours)",
+        f"{data['date'][:10]}\nbar = ours ÷ peer for ↑ metrics, peer ÷ ours for ↓ metrics: "
+        "right of 1× ours is better",
         fontsize=10,
     )
     ax.grid(axis="x", which="both", alpha=0.2)
@@ -445,14 +485,14 @@ def chart(data: dict[str, Any], path: Path) -> None:
 # -- profile -----------------------------------------------------------------------
 
 _LINE = re.compile(r"^(.*) (\d+)$")
-_FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+_FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^()]*?(?::\d+)?)\)$")
 
 
-def _function(frame: str) -> str:
+def _function(frame: str, line: bool = False) -> str:
     match = _FRAME.match(frame.strip())
     if not match:
         return frame.strip()
-    file = match["file"]
+    file = match["file"] if line else match["file"].rsplit(":", 1)[0]
     for marker in ("site-packages/", "lib/python3", "flask_sockets_channels/"):
         if marker in file:
             file = (
@@ -474,16 +514,17 @@ def profile_table(lines: list[str], top: int = 25) -> str:
         if not match:
             continue
         count = int(match[2])
-        frames = [_function(f) for f in match[1].split(";") if f]
-        if not frames:
+        raw = [f for f in match[1].split(";") if f]
+        if not raw:
             continue
+        frames = [_function(f) for f in raw]
         total += count
-        own[frames[-1]] += count
+        own[_function(raw[-1], line=True)] += count
         for name in set(frames):
             inclusive[name] += count
     if not total:
         return "(no samples)"
-    out = [f"{total} samples", "", "| self % | function |", "|---:|---|"]
+    out = [f"{total} samples", "", "| self % | function (line) |", "|---:|---|"]
     out += [f"| {100 * n / total:.1f} | `{name}` |" for name, n in own.most_common(top)]
     out += ["", "| inclusive % | function |", "|---:|---|"]
     out += [f"| {100 * n / total:.1f} | `{name}` |" for name, n in inclusive.most_common(top)]
