@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import re
@@ -94,6 +95,8 @@ PASSED_CLOSE = ("OK", "INFORMATIONAL")
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):  # show progress under tox, CI, tee
+        sys.stdout.reconfigure(line_buffering=True)
     python27 = setup()
     if python27 is None:
         return 2
@@ -324,12 +327,12 @@ def summarize(server: str, outdir: Path) -> tuple[str, bool]:
     selected.sort(key=lambda case: [int(p) for p in case.split(".")])
 
     verdicts: dict[str, str] = {}
-    failures = []
+    failures, not_run = [], []
     for case in selected:
         result = results.get(case)
         if result is None:
             verdicts[case] = "failed"
-            failures.append(f"{case}: did not run")
+            not_run.append(case)
             continue
         behavior, close = result.get("behavior"), result.get("behaviorClose")
         if behavior in ("OK", "NON-STRICT", "INFORMATIONAL") and close in PASSED_CLOSE:
@@ -353,9 +356,11 @@ def summarize(server: str, outdir: Path) -> tuple[str, bool]:
             print(f"autobahn {server}: {verdict} ({len(cases)}): {' '.join(cases)}")
     for failure in failures:
         print(f"autobahn {server}: FAILED {failure}")
+    if not_run:
+        print(f"autobahn {server}: FAILED, did not run ({len(not_run)}): {' '.join(not_run)}")
     line = (f"autobahn {server}: {counts['ok']} ok, {counts['non-strict']} non-strict, "
             f"{counts['failed']} failed of {len(selected)}")
-    return line, bool(selected) and not failures
+    return line, bool(selected) and not failures and not not_run
 
 
 def read_case(path: Path) -> dict[str, object]:
