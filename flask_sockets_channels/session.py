@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.routing.exceptions import WebsocketMismatch
 
 from . import handshake, servers
+from .channels import Closed
 from .connection import Codec, Connection
 from .options import LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options, resolve_options
 
@@ -155,6 +156,16 @@ def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
     }
     try:
         spec.view(**url_values, **injected)
+    except Closed:
+        if not connection.closed:  # not one of this connection's channels
+            options.log(
+                LOG_LEVEL_ERROR,
+                "%s: view raised; closing with 1011",
+                connection.name,
+                exc_info=True,
+            )
+            connection.fail(None, 1011, "internal error")
+        # else: a put on `sender` after the connection closed, the normal end of a view.
     except Exception:
         options.log(
             LOG_LEVEL_ERROR, "%s: view raised; closing with 1011", connection.name, exc_info=True

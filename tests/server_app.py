@@ -317,6 +317,16 @@ def create_app(extension: bool = True) -> Flask:
             sender.put(message)
         _report(connection, errors, _entry_id())
 
+    @app.route("/put-after-close", websocket=websocket)
+    @sockets.messages()
+    def put_after_close(receiver, sender, done, errors, connection):  # type: ignore[no-untyped-def]
+        """Lets `Closed` escape, as a plain echo loop does when the peer leaves."""
+        for _ in receiver:
+            pass
+        done.wait(10)
+        _report(connection, errors, _entry_id())
+        sender.put("too late")  # raises Closed
+
     @app.route("/wait-done-fast", websocket=websocket)
     @sockets.messages(ping_period=0.3, pong_wait=0.9)
     def wait_done_fast(sender, done, errors, connection):  # type: ignore[no-untyped-def]

@@ -112,6 +112,19 @@ def test_peer_close_is_echoed_and_only_error_codes_are_errors(
     assert result["threads_alive"] == []
 
 
+def test_closed_escaping_the_view_after_the_close_is_a_normal_end(server: Server) -> None:
+    entry = key()
+    with RawClient(server.port) as client:
+        client.open(f"/put-after-close?id={entry}")
+        client.send(close_frame(1000))
+        assert client.read_frame().close_code == 1000
+    assert server.journal(entry)["close_code"] == 1000
+    server.wait_log("/put-after-close: closed by peer (1000)")
+    with RawClient(server.port) as client:  # the request of the view above has ended
+        client.open("/echo")
+    assert "/put-after-close: view raised" not in server.log()
+
+
 def test_peer_close_without_code_is_answered_without_code(server: Server) -> None:
     entry = key()
     with RawClient(server.port) as client:
