@@ -15,7 +15,7 @@
 // Scenarios: echo (also `large` and deflate: the same loop with other
 // parameters), rtt, idle, fanout. See benchmarks/run.py for what each means.
 
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import WebSocket from "ws";
 
@@ -43,6 +43,38 @@ function cpuOf(pids) {
   return (pids ?? []).reduce((sum, pid) => sum + cpuSeconds(pid), 0);
 }
 
+function systemSeconds(pids) {
+  return (pids ?? []).reduce((sum, pid) => {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return sum + Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[12]) / CLK_TCK;
+  }, 0);
+}
+
+// Context switches of every thread of the processes (a thread that ends
+// within the window takes its count with it: only steady loads are exact).
+function contextSwitches(pids) {
+  let total = 0;
+  for (const pid of pids ?? []) {
+    let tids = [];
+    try {
+      tids = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tids) {
+      try {
+        const text = readFileSync(`/proc/${pid}/task/${tid}/status`, "utf8");
+        for (const m of text.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)/gm)) {
+          total += Number(m[1]);
+        }
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+  }
+  return total;
+}
+
 function procStatus(pid) {
   const text = readFileSync(`/proc/${pid}/status`, "utf8");
   const field = (name) => Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(text)[1]);
@@ -54,6 +86,8 @@ function startWindow() {
   return {
     t0: performance.now(),
     server0: cpuOf(cfg.pids),
+    sys0: systemSeconds(cfg.pids),
+    switches0: contextSwitches(cfg.pids),
     aux0: cpuOf(cfg.aux_pids),
     client0: process.cpuUsage(),
   };
@@ -61,11 +95,16 @@ function startWindow() {
 
 function endWindow(w) {
   const seconds = (performance.now() - w.t0) / 1000;
+  const serverCpu = cpuOf(cfg.pids) - w.server0;
+  const serverSys = systemSeconds(cfg.pids) - w.sys0;
+  const switches = contextSwitches(cfg.pids) - w.switches0;
   const client = process.cpuUsage(w.client0);
   const clientCpu = (client.user + client.system) / 1e6;
   return {
     seconds,
-    server_cpu_s: cpuOf(cfg.pids) - w.server0,
+    server_cpu_s: serverCpu,
+    server_sys_share_pct: serverCpu > 0 ? (100 * serverSys) / serverCpu : null,
+    server_context_switches: switches,
     aux_cpu_s: cfg.aux_pids ? cpuOf(cfg.aux_pids) - w.aux0 : null,
     client_cpu_s: clientCpu,
     client_cpu_pct: (100 * clientCpu) / seconds,
@@ -195,6 +234,7 @@ async function echo() {
     mb_per_s: bytes / 1e6 / m.seconds,
     ...percentiles(samples, nSamples),
     server_cpu_us_per_msg: measured ? (1e6 * m.server_cpu_s) / measured : null,
+    server_switches_per_msg: measured ? m.server_context_switches / measured : null,
     extensions,
     mismatches,
     lost: inFlight,
@@ -240,6 +280,7 @@ async function rtt() {
     msgs_per_s: n / m.seconds,
     ...percentiles(samples, n),
     server_cpu_us_per_msg: n ? (1e6 * m.server_cpu_s) / n : null,
+    server_switches_per_msg: n ? m.server_context_switches / n : null,
   };
 }
 
@@ -421,6 +462,7 @@ async function fanout() {
     deliveries_per_s: measured / m.seconds,
     ...percentiles(samples, nSamples),
     server_cpu_us_per_delivery: measured ? (1e6 * m.server_cpu_s) / measured : null,
+    server_switches_per_delivery: measured ? m.server_context_switches / measured : null,
     aux_cpu_us_per_delivery:
       measured && m.aux_cpu_s !== null ? (1e6 * m.aux_cpu_s) / measured : null,
     lost: nextSeq - completed,

@@ -42,6 +42,10 @@ METRICS = [
     Metric(
         "echo", "server_cpu_us_per_msg", "echo: server CPU µs/message", "down", ".1f", chart=True
     ),
+    Metric("echo", "server_sys_share_pct", "echo: kernel share of server CPU, %", None, ".0f"),
+    Metric(
+        "echo", "server_switches_per_msg", "echo: server context switches/message", "down", ".2f"
+    ),
     Metric("echo", "client_cpu_pct", "echo: client CPU, % of a core", None, ".0f"),
     Metric("rtt", "p50_us", "rtt: p50 µs", "down", ".0f", chart=True),
     Metric("rtt", "p99_us", "rtt: p99 µs", "down", ".0f"),
@@ -65,6 +69,13 @@ METRICS = [
         "down",
         ".2f",
         chart=True,
+    ),
+    Metric(
+        "fanout",
+        "server_switches_per_delivery",
+        "fanout: server context switches/delivery",
+        "down",
+        ".2f",
     ),
     Metric("fanout", "p50_us", "fanout: p50 publish→delivery, ms", "down", ".1f", 1e-3),
     Metric("fanout", "client_cpu_pct", "fanout: client CPU, %", None, ".0f"),

@@ -5,7 +5,7 @@ One command::
 
     python benchmarks/run.py            # full run: 3 runs of every scenario (~6 min)
     python benchmarks/run.py --quick    # smoke: 1 short run of each (~15 s)
-    python benchmarks/run.py --profile  # py-spy profile of ours under the echo load
+    python benchmarks/run.py --profile  # py-spy profile of ours under the echo load (~20 s)
 
 Needs the peers (``pip install -r benchmarks/requirements.txt``), Node >= 18
 with npm (the load client, benchmarks/client.mjs, uses the ``ws`` package;
@@ -698,26 +698,47 @@ def git_describe(ref: str | None) -> str:
 # -- profile -----------------------------------------------------------------
 
 
-def profile_echo(bench: Bench, seconds: float, svg: Path) -> None:
-    """Record ours (gunicorn gthread) under the echo load with py-spy."""
+def profile_echo(bench: Bench, seconds: float, label: str) -> None:
+    """Record a server under the echo load with py-spy: a flame graph
+    (benchmarks/profile-echo[-LABEL].svg), the collapsed stacks (.txt) and
+    the top functions on stdout."""
     py_spy = shutil.which("py-spy")
     if py_spy is None:
         sys.exit("py-spy is not on PATH: pip install py-spy")
-    server = bench.start_server("ours-gunicorn")
-    raw = bench.logs / "profile-echo.collapsed"
+    stem = "profile-echo" if label == "ours-gunicorn" else f"profile-echo-{label}"
+    svg, raw = HERE / f"{stem}.svg", HERE / f"{stem}.txt"
+    server = bench.start_server(label)
     try:
-        pid = str(server.measured_pids[0])
+        config = {
+            "clk_tck": bench.clk_tck,
+            "hard_timeout_s": seconds + 30,
+            "scenario": "echo",
+            "pids": server.measured_pids,
+            "warmup_s": 0.5,
+            "url": server.url("/echo"),
+            "connections": bench.profile.echo_connections,
+            "window": bench.profile.echo_window,
+            "size": 32,
+            "binary": False,
+            "duration_s": seconds + 2,
+        }
+        client = subprocess.Popen(
+            ["node", str(CLIENT), json.dumps(config)], stdout=subprocess.PIPE, text=True
+        )
+        time.sleep(1.0)  # connected and warmed up
         common = [
             "record",
             "--pid",
-            pid,
+            str(server.measured_pids[0]),
             "--duration",
             str(int(seconds)),
             "--rate",
             "200",
+            # Sample without stopping the process (stopping it 200 times a
+            # second halves its throughput) ...
             "--nonblocking",
-            # Only the thread that holds the GIL: the server is bound by it,
-            # so these samples are where its time goes.
+            # ... and only the thread that holds the GIL: these servers are
+            # bound by it, so its holder's stack is where the time goes.
             "--gil",
         ]
         spies = [
@@ -727,30 +748,19 @@ def profile_echo(bench: Bench, seconds: float, svg: Path) -> None:
                 stdout=subprocess.DEVNULL,
             ),
         ]
-        time.sleep(1.0)  # let py-spy attach
-        result = bench.client(
-            {
-                "scenario": "echo",
-                "pids": server.measured_pids,
-                "warmup_s": 0.2,
-                "url": server.url("/echo"),
-                "connections": bench.profile.echo_connections,
-                "window": bench.profile.echo_window,
-                "size": 32,
-                "binary": False,
-                "duration_s": seconds,
-            },
-            seconds + 10,
-        )
         for spy in spies:
             try:
                 spy.wait(seconds + 30)
             except subprocess.TimeoutExpired:
                 spy.terminate()
                 spy.wait(5)
+        out, _ = client.communicate(timeout=seconds + 40)
+        result = json.loads(out.strip().splitlines()[-1])
     finally:
         server.stop()
-    log(f"echo under py-spy: {report.summary('echo', result)}")
+    print(f"{label} under py-spy (--gil --nonblocking, {seconds:g} s of the echo load):")
+    print(report.summary("echo", result))
+    print()
     print(report.profile_table(raw.read_text().splitlines(), top=25))
     print(f"\nflame graph: {svg}\ncollapsed stacks: {raw}")
 
@@ -785,9 +795,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-write", action="store_true", help="write no file")
     parser.add_argument(
-        "--profile", action="store_true", help="instead: py-spy profile of ours under the echo load"
+        "--profile",
+        nargs="?",
+        const="ours-gunicorn",
+        metavar="SERVER",
+        help="instead: py-spy profile of SERVER (default ours-gunicorn) under the echo load",
     )
-    parser.add_argument("--profile-seconds", type=float, default=8.0)
+    parser.add_argument("--profile-seconds", type=float, default=15.0)
     args = parser.parse_args(argv)
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     args.servers = [s for s in args.servers.split(",") if s]
@@ -818,7 +832,9 @@ def main(argv: list[str] | None = None) -> int:
             ours_root = ours_snapshot(args.ours, Path(tempfile.mkdtemp(prefix="ours-", dir=tmp)))
         bench = Bench(args, profile, ours_root, logs)
         if args.profile:
-            profile_echo(bench, args.profile_seconds, HERE / "profile-echo.svg")
+            if args.profile not in SERVER_KINDS:
+                parser.error(f"unknown server {args.profile}; choose from {list(SERVER_KINDS)}")
+            profile_echo(bench, args.profile_seconds, args.profile)
             return 0
         try:
             bench.run()
