@@ -124,6 +124,8 @@ def gunicorn_server(
     threads: int = 64,
     extra: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    app_spec: str = "tests.server_app:app_from_env()",
+    ready_path: str = "/",
 ) -> Iterator[Server]:
     """gunicorn with one gthread worker, as a subprocess bound to a socket
     we opened on an ephemeral port (so no port race and no polling)."""
@@ -147,7 +149,7 @@ def gunicorn_server(
         "--error-logfile", str(log_path.with_suffix(".gunicorn.log")),
         "--log-level", "debug",
         *extra,
-        "tests.server_app:app_from_env()",
+        app_spec,
     ]  # fmt: skip
     process = subprocess.Popen(
         command, env=env, pass_fds=(listener.fileno(),), cwd=ROOT, preexec_fn=die_with_parent
@@ -156,7 +158,7 @@ def gunicorn_server(
     try:
         server = Server("gunicorn", port, log_path)
         server.process = process  # type: ignore[attr-defined]
-        status, _ = server.get("/", timeout=30)
+        status, _ = server.get(ready_path, timeout=30)
         assert status == 200
         yield server
     finally:

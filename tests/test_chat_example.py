@@ -10,11 +10,6 @@ import contextlib
 import http.client
 import itertools
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +20,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from examples.chat.app import create_app
-from tests.conftest import ROOT, Server, redis_server, serve_app, wait_time
+from tests.conftest import Server, gunicorn_server, redis_server, serve_app, wait_time
 
 T = wait_time(5)
 
@@ -134,41 +129,15 @@ def test_a_message_that_is_not_a_chat_message_is_dropped(tmp_path: Path) -> None
 # -- two gunicorn processes, one redis-server --------------------------------
 
 
-@contextlib.contextmanager
-def chat_on_gunicorn(log_path: Path, hub_url: str) -> Iterator[Server]:
-    """``gunicorn -k gthread 'examples.chat.app:app'`` with
-    ``SOCKETS_HUB_URL=hub_url``, one worker, bound to a socket we opened on
-    an ephemeral port (as tests/conftest.py's gunicorn_server)."""
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(128)
-    port = listener.getsockname()[1]
-    env = dict(os.environ, SOCKETS_HUB_URL=hub_url)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    command = [
-        sys.executable, "-m", "gunicorn",
-        "-k", "gthread", "-w", "1", "--threads", "20",
-        "--bind", f"fd://{listener.fileno()}",
-        "--graceful-timeout", "10",
-        "--error-logfile", str(log_path),
-        "examples.chat.app:app",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, env=env, pass_fds=(listener.fileno(),), cwd=ROOT)
-    listener.close()
-    try:
-        server = Server("gunicorn", port, log_path)
-        status, _ = server.get("/room/lobby", timeout=30)
-        assert status == 200, server.log()
-        yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(wait_time(20))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+def chat_on_gunicorn(log_path: Path, hub_url: str) -> contextlib.AbstractContextManager[Server]:
+    """examples/chat under gunicorn gthread with ``SOCKETS_HUB_URL=hub_url``."""
+    return gunicorn_server(
+        log_path,
+        threads=20,
+        env={"SOCKETS_HUB_URL": hub_url},
+        app_spec="examples.chat.app:app",
+        ready_path="/room/lobby",
+    )
 
 
 def wait_until_crossing(sender: ClientConnection, user: str, receiver: ClientConnection) -> None:
