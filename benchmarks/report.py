@@ -354,6 +354,7 @@ def target_rows(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         if value is None:
             rows.append((t.name, shown, "not measured", ""))
             continue
+        value = round(value, 2)  # judged at the precision shown
         if t.op == ">=":
             met = value >= t.bound
             margin = (value / t.bound - 1) if met else (1 - value / t.bound)

@@ -12,12 +12,13 @@ with npm (the load client, benchmarks/client.mjs, uses the ``ws`` package;
 ``npm ci`` runs in benchmarks/ when node_modules is missing) and, for the
 Redis fan-out, ``redis-server`` on PATH (else that scenario is skipped).
 
-Each server is started on a free loopback port, every scenario runs against
-it, and it is stopped by its PID; then the next. That is one run; the full
-benchmark does three runs, interleaved (run 1 of every server, then run 2...),
-so that noise from the rest of the machine falls on all of them alike, and
-reports the median of the three. The table gives, for each metric, the ratio
-of ours to each peer measured in the same run.
+One run: every server is started on a free loopback port, every scenario
+runs against each server in turn (ours next to its peer on the same WSGI
+server, so that a ratio compares numbers taken seconds apart; the order is
+reversed every other run), and every server is stopped by its PID. The full
+benchmark does three runs, each with fresh server processes, and reports the
+median of the three. The table gives, for each metric, the ratio of ours to
+each peer.
 
 Scenarios (full / --quick):
 
@@ -142,12 +143,12 @@ SERVER_KINDS = {
     "flask-sock-gunicorn": ("gunicorn", "flask_sock_app"),
     "websockets-sync": ("websockets", "websockets_server"),
 }
-#: Scenarios run against each server, in this order (idle first: it
-#: measures RSS, which is best done on a fresh process).
+#: Scenarios run against each server (in the order of ALL_SCENARIOS: idle
+#: first, as it measures RSS, best done on a fresh process).
 SESSION_SCENARIOS = {
     "ours-werkzeug": ["idle", "echo", "rtt", "large", "deflate"],
-    "ours-gunicorn": ["idle", "echo", "rtt", "large", "deflate", "fanout"],
     "flask-sock-werkzeug": ["idle", "echo", "rtt", "large", "deflate"],
+    "ours-gunicorn": ["idle", "echo", "rtt", "large", "deflate", "fanout"],
     "flask-sock-gunicorn": ["idle", "echo", "rtt", "large", "deflate", "fanout"],
     "websockets-sync": ["echo", "rtt", "large"],
 }
@@ -545,65 +546,63 @@ class Bench:
         return plan
 
     def run(self) -> None:
-        plan = self.sessions()
-        self.steps = self.profile.runs * sum(len(s) for _, s in plan)
-        planned = self.profile.runs * sum(
-            3 + sum(self.planned_seconds(s) for s in scenarios) for _, scenarios in plan
+        """Each run starts every server, then runs each scenario against
+        every server in turn (ours next to its peer on the same server, the
+        order reversed every other run), then stops them all: a ratio
+        compares numbers taken seconds apart, in the same conditions."""
+        plan = dict(self.sessions())
+        self.steps = self.profile.runs * sum(len(s) for s in plan.values())
+        planned = self.profile.runs * (
+            3 * len(plan) + sum(self.planned_seconds(s) for v in plan.values() for s in v)
         )
         log(
-            f"{self.steps} steps ({self.profile.runs} run(s) of {len(plan)} server sessions), "
+            f"{self.steps} steps ({self.profile.runs} run(s) of {len(plan)} servers), "
             f"about {planned / 60:.1f} min; server logs in {self.logs}"
         )
         for run in range(1, self.profile.runs + 1):
-            for label, scenarios in plan:
-                if label == "ours-gunicorn+redis":
-                    self.redis_session(run)
-                    continue
-                try:
-                    t0 = time.monotonic()
-                    server = self.start_server(label)
-                    log(f"started {label} in {time.monotonic() - t0:.1f} s")
-                except Exception as exc:
-                    for scenario in scenarios:
-                        self.fail(scenario, label, run, exc)
-                    continue
-                try:
-                    for scenario in scenarios:
+            order = list(plan) if run % 2 else list(reversed(plan))
+            with contextlib.ExitStack() as stack:
+                servers: dict[str, Server] = {}
+                for label in order:
+                    try:
+                        t0 = time.monotonic()
+                        if label == "ours-gunicorn+redis":
+                            servers[label] = self.start_redis_pair(stack, run)
+                        else:
+                            servers[label] = self.start_server(label, name=f"{label}-{run}")
+                            stack.callback(servers[label].stop)
+                        log(f"run {run}: started {label} in {time.monotonic() - t0:.1f} s")
+                    except Exception as exc:
+                        for scenario in plan[label]:
+                            self.fail(scenario, label, run, exc)
+                for scenario in ALL_SCENARIOS:
+                    for label in order:
+                        if scenario not in plan[label] or label not in servers:
+                            continue
+                        server = servers[label]
                         try:
-                            self.record(scenario, label, run, self.run_scenario(scenario, server))
+                            result = self.run_scenario(scenario, server)
+                            self.record(scenario, server.label, run, result)
                         except Exception as exc:
                             self.fail(scenario, label, run, exc)
                             log(server.process.tail(15))
-                finally:
-                    server.stop()
 
-    def redis_session(self, run: int) -> None:
-        label = "ours-gunicorn"
-        try:
-            with self.redis() as (url, redis_process):
-                env = {**self.env, "SOCKETS_HUB_URL": url}
-                first = self.start_server(label, env, name="ours-gunicorn-redis-a")
-                try:
-                    second = self.start_server(label, env, name="ours-gunicorn-redis-b")
-                except BaseException:
-                    first.stop()
-                    raise
-                combined = Server(
-                    label,
-                    first.port,
-                    first.process,
-                    first.measured_pids + second.measured_pids,
-                    other_ports=[second.port],
-                    aux_pids=[redis_process.pid],
-                )
-                try:
-                    result = self.run_scenario("fanout-redis", combined)
-                    self.record("fanout-redis", label, run, result)
-                finally:
-                    first.stop()
-                    second.stop()
-        except Exception as exc:
-            self.fail("fanout-redis", label, run, exc)
+    def start_redis_pair(self, stack: contextlib.ExitStack, run: int) -> Server:
+        """redis-server and two gunicorn processes of ours sharing a Redis hub."""
+        url, redis_process = stack.enter_context(self.redis())
+        env = {**self.env, "SOCKETS_HUB_URL": url}
+        first = self.start_server("ours-gunicorn", env, name=f"ours-gunicorn-redis-a-{run}")
+        stack.callback(first.stop)
+        second = self.start_server("ours-gunicorn", env, name=f"ours-gunicorn-redis-b-{run}")
+        stack.callback(second.stop)
+        return Server(
+            "ours-gunicorn",
+            first.port,
+            first.process,
+            first.measured_pids + second.measured_pids,
+            other_ports=[second.port],
+            aux_pids=[redis_process.pid],
+        )
 
 
 # -- environment -----------------------------------------------------------
