@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import linecache
 import re
 import statistics
 import sys
@@ -280,11 +281,31 @@ def median(data: dict[str, Any], scenario: str, server: str, key: str) -> float 
     return statistics.median(values) if values else None
 
 
-def ratio(data: dict[str, Any], scenario: str, key: str, ours: str, peer: str) -> float | None:
-    a, b = median(data, scenario, ours, key), median(data, scenario, peer, key)
-    if a is None or b is None or b == 0:
+def ratio(
+    data: dict[str, Any],
+    scenario: str,
+    key: str,
+    ours: str,
+    peer: str,
+    peer_scenario: str | None = None,
+) -> float | None:
+    """The median over runs of ours ÷ peer, each run's two numbers taken
+    seconds apart; the ratio of the medians if the runs do not pair up."""
+    results = data["results"]
+    mine = results.get(scenario, {}).get(ours, [])
+    theirs = results.get(peer_scenario or scenario, {}).get(peer, [])
+
+    def by_run(runs: list[dict[str, Any]]) -> dict[int, float]:
+        return {r.get("run", i + 1): r[key] for i, r in enumerate(runs) if r.get(key) is not None}
+
+    a, b = by_run(mine), by_run(theirs)
+    paired = [a[run] / b[run] for run in a.keys() & b.keys() if b[run]]
+    if paired:
+        return statistics.median(paired)
+    x, y = median(data, scenario, ours, key), median(data, peer_scenario or scenario, peer, key)
+    if x is None or y is None or y == 0:
         return None
-    return a / b
+    return x / y
 
 
 def fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
@@ -334,9 +355,7 @@ def table(data: dict[str, Any]) -> str:
                 cells.append("–")
                 continue
             peer_scenario = "fanout" if m.scenario == "fanout-redis" else m.scenario
-            a = median(data, m.scenario, ours, m.key)
-            b = median(data, peer_scenario, peer, m.key)
-            r = None if a is None or b is None or b == 0 else a / b
+            r = ratio(data, m.scenario, m.key, ours, peer, peer_scenario)
             cells.append("–" if r is None or m.better is None else f"{r:.2f}×")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -383,8 +402,9 @@ def markdown(data: dict[str, Any]) -> str:
         f"Linux {m['kernel']}, load average at start {m['loadavg_at_start'][0]:.2f}.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
         "",
-        f"Medians of {data['profile']['runs']} run(s). ↑ higher is better, ↓ lower is better; "
-        "the ratio columns are ours ÷ peer, measured in the same run.",
+        f"Medians of {data['profile']['runs']} run(s). ↑ higher is better, ↓ lower is better. "
+        "The ratio columns are ours ÷ peer: in each run, ours and the peer are measured one "
+        "right after the other; the column is the median of the runs' ratios.",
         "",
         table(data),
         "",
@@ -420,12 +440,11 @@ def chart(data: dict[str, Any], path: Path) -> None:
         factors: list[float | None] = []
         for _, ours, peer in comparisons:
             peer_scenario = "fanout" if m.scenario == "fanout-redis" else m.scenario
-            a = median(data, m.scenario, ours, m.key)
-            b = median(data, peer_scenario, peer, m.key)
-            if a is None or b is None or a == 0 or b == 0:
+            r = ratio(data, m.scenario, m.key, ours, peer, peer_scenario)
+            if not r:
                 factors.append(None)
             else:
-                factors.append(a / b if m.better == "up" else b / a)
+                factors.append(r if m.better == "up" else 1 / r)
         if any(f is not None for f in factors):
             arrow = "↑" if m.better == "up" else "↓"
             rows.append((f"{m.label} {arrow}", factors))
@@ -516,10 +535,42 @@ def _function(frame: str, line: bool = False) -> str:
     return f"{match['func']} ({file})"
 
 
+def activity(raw: list[str]) -> str:
+    """What a sampled stack was doing, from its innermost frame's source
+    line (when the file is still there) and the frames above it."""
+    leaf = _FRAME.match(raw[-1].strip())
+    source, file = "", ""
+    if leaf:
+        file, _, number = leaf["file"].rpartition(":")
+        if number.isdigit():
+            source = linecache.getline(file, int(number))
+    stack = ";".join(raw)
+    if ("sock" in source and ".recv" in source) or re.search(r"_read_loop|sock\.recv", raw[-1]):
+        return "socket recv() (the syscall, with the GIL released around it)"
+    if ("sock" in source and (".send" in source)) or "_send_within" in raw[-1]:
+        return "socket send() (the syscall, with the GIL released around it)"
+    if file.endswith("threading.py") or "Channel._wait" in raw[-1]:
+        return "thread hand-offs: Condition/Event wait and notify (threading.py)"
+    if "wsproto" in stack:
+        parsing = ("receive_data", "Connection.events", "received_frames", "_parse_more")
+        if any(p in stack for p in parsing):
+            return "wsproto: parsing inbound frames (header, unmasking, UTF-8)"
+        return "wsproto: building outbound frames"
+    if "channels.py" in raw[-1]:
+        return "Channel (queue) bookkeeping"
+    if "flask_sockets_channels" in raw[-1]:
+        return "flask_sockets_channels: the rest of its own code"
+    if "simple_websocket" in raw[-1]:
+        return "simple_websocket: the rest of its own code"
+    return "other (Flask, gunicorn, the view, interpreter)"
+
+
 def profile_table(lines: list[str], top: int = 25) -> str:
-    """Self and inclusive shares of the functions in py-spy's raw output."""
+    """Shares by activity, and self and inclusive shares of the functions,
+    in py-spy's raw (collapsed) output."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    activities: Counter[str] = Counter()
     total = 0
     for line in lines:
         match = _LINE.match(line.strip())
@@ -532,11 +583,15 @@ def profile_table(lines: list[str], top: int = 25) -> str:
         frames = [_function(f) for f in raw]
         total += count
         own[_function(raw[-1], line=True)] += count
+        activities[activity(raw)] += count
         for name in set(frames):
-            inclusive[name] += count
+            if not name.startswith(("Thread.run ", "Thread._bootstrap")):
+                inclusive[name] += count
     if not total:
         return "(no samples)"
-    out = [f"{total} samples", "", "| self % | function (line) |", "|---:|---|"]
+    out = [f"{total} samples", "", "| share % | activity |", "|---:|---|"]
+    out += [f"| {100 * n / total:.1f} | {name} |" for name, n in activities.most_common()]
+    out += ["", "| self % | function (line) |", "|---:|---|"]
     out += [f"| {100 * n / total:.1f} | `{name}` |" for name, n in own.most_common(top)]
     out += ["", "| inclusive % | function |", "|---:|---|"]
     out += [f"| {100 * n / total:.1f} | `{name}` |" for name, n in inclusive.most_common(top)]

@@ -6,6 +6,7 @@ One command::
     python benchmarks/run.py            # full run: 3 runs of every scenario (~6 min)
     python benchmarks/run.py --quick    # smoke: 1 short run of each (~15 s)
     python benchmarks/run.py --profile  # py-spy profile of ours under the echo load (~20 s)
+    python benchmarks/run.py --profile flask-sock-gunicorn --profile-scenario large
 
 Needs the peers (``pip install -r benchmarks/requirements.txt``), Node >= 18
 with npm (the load client, benchmarks/client.mjs, uses the ``ws`` package;
@@ -47,6 +48,10 @@ Servers: ours and flask-sock 0.7 on the werkzeug dev server and on gunicorn
 ``-k gthread -w 1 --threads 1100``, and websockets' sync server. All with
 compression off (except in ``deflate``), no keepalive pings in the window, an
 inbound limit of 4 MiB, TCP_NODELAY.
+
+The results (benchmarks/RESULTS.md) are written by hand from the printed
+tables; a full run also saves benchmarks/results.json and the chart
+benchmarks/results.png (``report.py`` redraws both from the JSON).
 
 Every load is bounded in count and time; the client has a hard timeout. Only
 loopback addresses are used. Processes started here are stopped by PID.
@@ -509,6 +514,7 @@ class Bench:
         return result
 
     def record(self, scenario: str, label: str, run: int, result: dict[str, Any]) -> None:
+        result = {"run": run, **result}
         self.results.setdefault(scenario, {}).setdefault(label, []).append(result)
         pct = result.get("client_cpu_pct")
         if pct is not None:
@@ -697,14 +703,14 @@ def git_describe(ref: str | None) -> str:
 # -- profile -----------------------------------------------------------------
 
 
-def profile_echo(bench: Bench, seconds: float, label: str) -> None:
-    """Record a server under the echo load with py-spy: a flame graph
-    (benchmarks/profile-echo[-LABEL].svg), the collapsed stacks (.txt) and
-    the top functions on stdout."""
+def profile_load(bench: Bench, seconds: float, label: str, scenario: str) -> None:
+    """Record a server under the echo (or large) load with py-spy: a flame
+    graph (benchmarks/profile-SCENARIO[-LABEL].svg), the collapsed stacks
+    (.txt) and the top functions on stdout."""
     py_spy = shutil.which("py-spy")
     if py_spy is None:
         sys.exit("py-spy is not on PATH: pip install py-spy")
-    stem = "profile-echo" if label == "ours-gunicorn" else f"profile-echo-{label}"
+    stem = f"profile-{scenario}" + ("" if label == "ours-gunicorn" else f"-{label}")
     svg, raw = HERE / f"{stem}.svg", HERE / f"{stem}.txt"
     server = bench.start_server(label)
     try:
@@ -721,6 +727,8 @@ def profile_echo(bench: Bench, seconds: float, label: str) -> None:
             "binary": False,
             "duration_s": seconds + 2,
         }
+        if scenario == "large":
+            config.update(connections=1, window=4, size=1 << 20, binary=True)
         client = subprocess.Popen(
             ["node", str(CLIENT), json.dumps(config)], stdout=subprocess.PIPE, text=True
         )
@@ -757,8 +765,8 @@ def profile_echo(bench: Bench, seconds: float, label: str) -> None:
         result = json.loads(out.strip().splitlines()[-1])
     finally:
         server.stop()
-    print(f"{label} under py-spy (--gil --nonblocking, {seconds:g} s of the echo load):")
-    print(report.summary("echo", result))
+    print(f"{label} under py-spy (--gil --nonblocking, {seconds:g} s of the {scenario} load):")
+    print(report.summary(scenario, result))
     print()
     print(report.profile_table(raw.read_text().splitlines(), top=25))
     print(f"\nflame graph: {svg}\ncollapsed stacks: {raw}")
@@ -801,6 +809,7 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: py-spy profile of SERVER (default ours-gunicorn) under the echo load",
     )
     parser.add_argument("--profile-seconds", type=float, default=15.0)
+    parser.add_argument("--profile-scenario", choices=["echo", "large"], default="echo")
     args = parser.parse_args(argv)
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     args.servers = [s for s in args.servers.split(",") if s]
@@ -833,7 +842,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             if args.profile not in SERVER_KINDS:
                 parser.error(f"unknown server {args.profile}; choose from {list(SERVER_KINDS)}")
-            profile_echo(bench, args.profile_seconds, args.profile)
+            profile_load(bench, args.profile_seconds, args.profile, args.profile_scenario)
             return 0
         try:
             bench.run()
