@@ -49,6 +49,9 @@ class Channel(queue.Queue[T]):
         self._taken = 0  # items removed by get, to tell a rendezvous put its item went
         self._given = 0  # items added by put
         self._waiting_getters = 0
+        # While a batch put waits for room: wake it only once the buffer has
+        # drained to this many items, not after every get (see _put_all).
+        self._refill_at: int | None = None
 
     @property
     def closed(self) -> bool:
@@ -121,10 +124,7 @@ class Channel(queue.Queue[T]):
             if self.queue:  # the common case, fast
                 item: T = self.queue.popleft()
                 self._taken += 1
-                if self.capacity:
-                    self.not_full.notify()
-                else:
-                    self.not_full.notify_all()
+                self._notify_not_full(1)
                 return item
         return self.get_many(1, block, timeout)[0]
 
@@ -150,11 +150,17 @@ class Channel(queue.Queue[T]):
             count = self._qsize() if max_items is None else min(max_items, self._qsize())
             items = [self._get() for _ in range(count)]
             self._taken += count
-            if self.capacity:
-                self.not_full.notify(count)
-            else:
-                self.not_full.notify_all()
+            self._notify_not_full(count)
             return items
+
+    def _notify_not_full(self, count: int) -> None:
+        """Wake putters after ``count`` gets; caller holds the mutex."""
+        if not self.capacity:
+            self.not_full.notify_all()  # an unbuffered put waits for its own item
+        elif self._refill_at is None:
+            self.not_full.notify(count)
+        elif len(self.queue) <= self._refill_at:
+            self.not_full.notify_all()
 
     def _put_available(self, items: list[T]) -> int:
         """Put as many of ``items`` as there is room for, waking getters
@@ -169,6 +175,39 @@ class Channel(queue.Queue[T]):
                 self.unfinished_tasks += count
                 self.not_empty.notify(count)
             return max(count, 0)
+
+    def _put_all(self, items: list[T]) -> None:
+        """Put every item of ``items`` in order, waiting while the buffer is
+        full. The wait is in batches: the putter is woken when the buffer has
+        drained to half, not after every get, which saves a thread switch per
+        item when a reader hands over many messages at once.
+
+        Raises:
+            Closed: The channel is (or gets) closed; the rest is not put.
+        """
+        if not self.capacity:
+            for item in items:
+                self.put(item)
+            return
+        index = 0
+        with self.not_full:
+            while index < len(items):
+                if self._closed:
+                    raise Closed("put on a closed channel")
+                room = self.capacity - len(self.queue)
+                if room <= 0:
+                    self._refill_at = self.capacity // 2
+                    try:
+                        self.not_full.wait()
+                    finally:
+                        self._refill_at = None
+                    continue
+                batch = items[index : index + room]
+                self.queue.extend(batch)
+                index += len(batch)
+                self._given += len(batch)
+                self.unfinished_tasks += len(batch)
+                self.not_empty.notify(len(batch))
 
     def _force(self, item: T) -> None:
         """Add ``item`` past ``maxsize``, without waiting; for the library's

@@ -588,8 +588,7 @@ class Connection:
             return
         self._paused = True
         try:
-            for item in items[start:]:
-                self.receiver.put(item)
+            self.receiver._put_all(items[start:])
         except Closed:
             pass
         finally:

@@ -190,3 +190,26 @@ def test_get_many_takes_everything_available() -> None:
 def test_negative_size_is_rejected() -> None:
     with pytest.raises(ValueError):
         Channel(-1)
+
+
+def test_batch_put_keeps_order_while_waiting_for_room() -> None:
+    channel: Channel[int] = Channel(10)
+    with running(lambda: channel._put_all(list(range(25)))) as outcome:
+        received = [channel.get(timeout=T) for _ in range(25)]
+    assert received == list(range(25))
+    assert "error" not in outcome
+
+
+def test_batch_put_raises_closed_when_closed_while_waiting() -> None:
+    channel: Channel[int] = Channel(2)
+    started = threading.Event()
+
+    def put_all() -> None:
+        started.set()
+        channel._put_all([1, 2, 3, 4])
+
+    with running(put_all) as outcome:
+        assert started.wait(T)
+        assert channel.get(timeout=T) == 1
+        channel.close()
+    assert isinstance(outcome["error"], Closed)
