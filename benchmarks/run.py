@@ -748,12 +748,17 @@ def profile_load(bench: Bench, seconds: float, label: str, scenario: str) -> Non
             # bound by it, so its holder's stack is where the time goes.
             "--gil",
         ]
+        # Relative names, run from the repository root: py-spy writes its
+        # command line into the SVG, which should not name this machine's paths.
+        root = Path(__file__).resolve().parent.parent
+        svg_name, raw_name = (os.path.relpath(path, root) for path in (svg, raw))
+        path = os.pathsep.join([os.path.dirname(py_spy), os.environ.get("PATH", "")])
+        spy_env = dict(os.environ, PATH=path)
         spies = [
-            subprocess.Popen([py_spy, *common, "--output", str(svg)], stdout=subprocess.DEVNULL),
             subprocess.Popen(
-                [py_spy, *common, "--format", "raw", "--output", str(raw)],
-                stdout=subprocess.DEVNULL,
-            ),
+                ["py-spy", *common, *output], stdout=subprocess.DEVNULL, cwd=root, env=spy_env
+            )
+            for output in (["--output", svg_name], ["--format", "raw", "--output", raw_name])
         ]
         for spy in spies:
             try:
