@@ -156,8 +156,10 @@ def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
     }
     try:
         spec.view(**url_values, **injected)
-    except Closed:
-        if not connection.closed:  # not one of this connection's channels
+    except Exception as exc:
+        # `Closed` from this connection's channels is how a view learns the
+        # connection ended (a put after the peer left): a normal end.
+        if not (isinstance(exc, Closed) and connection.closed):
             options.log(
                 LOG_LEVEL_ERROR,
                 "%s: view raised; closing with 1011",
@@ -165,12 +167,6 @@ def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
                 exc_info=True,
             )
             connection.fail(None, 1011, "internal error")
-        # else: a put on `sender` after the connection closed, the normal end of a view.
-    except Exception:
-        options.log(
-            LOG_LEVEL_ERROR, "%s: view raised; closing with 1011", connection.name, exc_info=True
-        )
-        connection.fail(None, 1011, "internal error")
     except BaseException:
         connection.abort()
         raise
