@@ -28,21 +28,24 @@ Scenarios (full / --quick):
   taken after one warm-up connection), and the thread count after they
   close. Under gunicorn gthread the pool keeps its threads, so the count
   stays at baseline + pool size after round 1 and must not grow in round 2;
-  under werkzeug it must come back to the baseline.
+  under werkzeug and websockets' sync server (a thread per connection) it
+  must come back to the baseline.
 * ``echo``: 16 / 4 connections, each keeping 64 / 16 messages of 32 bytes
   (text) in flight, 5 / 0.5 s: messages/s, p50/p99 latency, server CPU per
   message (/proc/PID/stat utime+stime over the window).
 * ``rtt``: one connection, one 32-byte message at a time: p50/p99 round trip.
 * ``large``: one connection, 4 binary messages of 1 MiB in flight: MB/s.
 * ``deflate``: ``echo`` with permessage-deflate offered by the client (ours:
-  an endpoint with ``compression=True``; flask-sock accepts it always).
+  an endpoint with ``compression=True``; flask-sock accepts it always;
+  websockets: its default deflate settings, accepted on that path only).
 * ``fanout``: one publisher, 100 / 20 members; the client keeps 16 / 8
   published messages in flight (not yet received by every member):
   deliveries/s and server CPU per delivery. Ours through the app's ``Hub``
   in-process; ``fanout-redis``: two gunicorn processes sharing a Redis hub,
   half of the members on each, the publisher on the first (server CPU is
-  both processes; redis-server's own is reported apart). flask-sock: a
-  hand-written broadcast (a set of ``ws`` objects and a loop of ``ws.send``).
+  both processes; redis-server's own is reported apart). flask-sock and
+  websockets: a hand-written broadcast (a set of connections and a loop of
+  ``ws.send`` in the publisher's thread).
 
 Servers: ours and flask-sock 0.7 on the werkzeug dev server and on gunicorn
 ``-k gthread -w 1 --threads 1100``, and websockets' sync server. All with
@@ -155,7 +158,7 @@ SESSION_SCENARIOS = {
     "flask-sock-werkzeug": ["idle", "echo", "rtt", "large", "deflate"],
     "ours-gunicorn": ["idle", "echo", "rtt", "large", "deflate", "fanout"],
     "flask-sock-gunicorn": ["idle", "echo", "rtt", "large", "deflate", "fanout"],
-    "websockets-sync": ["echo", "rtt", "large"],
+    "websockets-sync": ["idle", "echo", "rtt", "large", "deflate", "fanout"],
 }
 ALL_SCENARIOS = ["idle", "echo", "rtt", "large", "deflate", "fanout", "fanout-redis"]
 GUNICORN_THREADS = 1100
