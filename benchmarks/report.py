@@ -439,6 +439,9 @@ def chart(data: dict[str, Any], path: Path) -> None:
             continue
         factors: list[float | None] = []
         for _, ours, peer in comparisons:
+            if m.scenario == "fanout-redis" and peer != "flask-sock-gunicorn":
+                factors.append(None)  # as in the table: only flask-sock's broadcast
+                continue
             peer_scenario = "fanout" if m.scenario == "fanout-redis" else m.scenario
             r = ratio(data, m.scenario, m.key, ours, peer, peer_scenario)
             if not r:

@@ -3,8 +3,8 @@
 
 One command::
 
-    python benchmarks/run.py            # full run: 3 runs of every scenario (~6 min)
-    python benchmarks/run.py --quick    # smoke: 1 short run of each (~15 s)
+    python benchmarks/run.py            # full run: 3 runs of every scenario (~7 min)
+    python benchmarks/run.py --quick    # smoke: 1 short run of each (~20 s)
     python benchmarks/run.py --profile  # py-spy profile of ours under the echo load (~20 s)
     python benchmarks/run.py --profile flask-sock-gunicorn --profile-scenario large
 
@@ -23,7 +23,7 @@ each peer.
 
 Scenarios (full / --quick):
 
-* ``idle``: 1000 / 50 connections opened and left idle, in two rounds: threads
+* ``idle``: 1000 / 20 connections opened and left idle, in two rounds: threads
   and RSS per connection (from /proc/PID/status deltas over the baseline
   taken after one warm-up connection), and the thread count after they
   close. Under gunicorn gthread the pool keeps its threads, so the count
