@@ -17,13 +17,11 @@ import logging
 import threading
 from collections.abc import Collection
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from .channels import Channel, Closed
+from .engine import Outgoing
 from .modes import to_frame
-
-if TYPE_CHECKING:
-    from wsproto.events import Message
 
 __all__ = ["Hub", "Member"]
 
@@ -33,7 +31,7 @@ logger = logging.getLogger("flask_sockets_channels.hub")
 class Transport(Protocol):
     """Carries published frames to the other processes' hubs."""
 
-    def publish(self, room: str, frame: Message[Any]) -> None:
+    def publish(self, room: str, frame: Outgoing) -> None:
         """Send ``frame`` to the other processes; raise ``HubUnavailable``."""
 
     def start(self, deliver: Any) -> None:
@@ -189,7 +187,7 @@ class Hub:
         if started and self._transport is not None:
             self._transport.close()
 
-    def _deliver(self, room: str, frame: Message[Any], exclude: Any = None) -> int:
+    def _deliver(self, room: str, frame: Outgoing, exclude: Any = None) -> int:
         with self._lock:
             members = list(self._rooms.get(room, {}).values())
         if exclude is None:

@@ -19,9 +19,8 @@ import types
 import typing
 from typing import Any, Callable, TypeVar, Union, overload
 
-from wsproto.events import BytesMessage, Message, TextMessage
-
 from .connection import Codec, Raw
+from .engine import Outgoing
 from .exceptions import CloseCode, DecodeError, ProtocolError
 from .options import Options
 from .session import check_options, socket_view
@@ -38,10 +37,10 @@ _UNION_TYPES = (Union, getattr(types, "UnionType", Union))  # X | Y is types.Uni
 class TextCodec(Codec):
     """Text mode: ``str`` both ways; a binary frame must be UTF-8."""
 
-    def encode(self, item: Any) -> Message[Any]:
+    def encode(self, item: Any) -> Outgoing:
         if not isinstance(item, str):
             raise TypeError(f"messages() sends str, not {type(item).__name__}")
-        return TextMessage(data=item)
+        return Outgoing(True, item.encode())
 
     def decode(self, message: Raw) -> str:
         if isinstance(message, str):
@@ -57,11 +56,11 @@ class TextCodec(Codec):
 class BytesCodec(Codec):
     """Bytes mode: ``bytes`` in, bytes-like out; a text frame arrives as UTF-8."""
 
-    def encode(self, item: Any) -> Message[Any]:
+    def encode(self, item: Any) -> Outgoing:
         if isinstance(item, bytes):
-            return BytesMessage(data=item)
+            return Outgoing(False, item)
         if isinstance(item, (bytearray, memoryview)):
-            return BytesMessage(data=bytes(item))  # a copy: the caller may reuse its buffer
+            return Outgoing(False, bytes(item))  # a copy: the caller may reuse its buffer
         raise TypeError(f"byte_messages() sends bytes-like objects, not {type(item).__name__}")
 
     def decode(self, message: Raw) -> bytes:
@@ -71,11 +70,11 @@ class BytesCodec(Codec):
 class MixedCodec(Codec):
     """Mixed mode: each frame keeps its type."""
 
-    def encode(self, item: Any) -> Message[Any]:
+    def encode(self, item: Any) -> Outgoing:
         if isinstance(item, str):
-            return TextMessage(data=item)
+            return Outgoing(True, item.encode())
         if isinstance(item, _BYTES_LIKE):
-            return BytesMessage(data=item if isinstance(item, bytes) else bytes(item))
+            return Outgoing(False, item if isinstance(item, bytes) else bytes(item))
         raise TypeError(f"mixed_messages() sends str or bytes-like, not {type(item).__name__}")
 
     def decode(self, message: Raw) -> Raw:
@@ -95,22 +94,24 @@ class JsonCodec(Codec):
         if dataclasses.is_dataclass(model):
             self._field_types = _checkable_field_types(model)
 
-    def encode(self, item: Any) -> Message[Any]:
+    def encode(self, item: Any) -> Outgoing:
         if not isinstance(item, (self.model, *_JSON_VALUES)) and not _is_model(item):
             raise TypeError(
                 f"json_messages({self.model.__name__}) sends {self.model.__name__} instances "
                 f"or JSON values, not {type(item).__name__}"
             )
-        return TextMessage(data=to_json_text(item))
+        return Outgoing(True, to_json_text(item).encode())
 
     def decode(self, message: Raw) -> Any:
         try:
             value = json.loads(message)
         except ValueError as exc:  # also UnicodeDecodeError, for a binary frame
             raise DecodeError(f"message is not JSON: {exc}", message) from exc
+        except RecursionError as exc:  # "[" * 30000: nested deeper than the stack
+            raise DecodeError("message is nested too deeply", message) from exc
         try:
             return self._from_json_value(value)
-        except (TypeError, ValueError) as exc:
+        except Exception as exc:  # a user's model may raise anything
             raise DecodeError(
                 f"message is not a valid {self.model.__name__}: {exc}", message
             ) from exc
@@ -150,7 +151,7 @@ def to_json_text(item: Any) -> str:
         raise TypeError(f"cannot send {type(item).__name__} as JSON: {exc}") from exc
 
 
-def to_frame(message: Any) -> Message[Any]:
+def to_frame(message: Any) -> Outgoing:
     """The frame for a hub message: text for ``str``, binary for bytes-like,
     JSON text for anything else.
 
@@ -158,10 +159,10 @@ def to_frame(message: Any) -> Message[Any]:
         TypeError: ``message`` cannot be serialised.
     """
     if isinstance(message, str):
-        return TextMessage(data=message)
+        return Outgoing(True, message.encode())
     if isinstance(message, _BYTES_LIKE):
-        return BytesMessage(data=bytes(message))
-    return TextMessage(data=to_json_text(message))
+        return Outgoing(False, bytes(message))
+    return Outgoing(True, to_json_text(message).encode())
 
 
 def _is_model(item: Any) -> bool:

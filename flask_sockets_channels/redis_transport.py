@@ -19,8 +19,8 @@ import uuid
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from wsproto.events import BytesMessage, Message, TextMessage
 
+from .engine import Outgoing
 from .exceptions import HubUnavailable
 
 try:
@@ -40,7 +40,7 @@ _TEXT, _BINARY = b"t", b"b"
 POLL_TIMEOUT = 0.5
 RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 
-Deliver = Callable[[str, Message[Any]], Any]
+Deliver = Callable[[str, Outgoing], Any]
 
 
 def redact(url: str) -> str:
@@ -67,16 +67,13 @@ class RedisTransport:
         self._thread: threading.Thread | None = None
         self._subscribed = threading.Event()
 
-    def publish(self, room: str, frame: Message[Any]) -> None:
+    def publish(self, room: str, frame: Outgoing) -> None:
         """Send ``frame`` to ``room`` in every other process.
 
         Raises:
             HubUnavailable: Redis cannot be reached.
         """
-        if isinstance(frame, TextMessage):
-            payload = self._origin + _TEXT + frame.data.encode()
-        else:
-            payload = self._origin + _BINARY + bytes(frame.data)
+        payload = self._origin + (_TEXT if frame.text else _BINARY) + frame.data
         try:
             self._client.publish(PREFIX + room, payload)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
@@ -151,11 +148,12 @@ class RedisTransport:
             origin, kind, payload = data[:16], data[16:17], data[17:]
             if origin == self._origin:
                 return  # ours: already delivered locally
-            frame: Message[Any]
+            frame: Outgoing
             if kind == _TEXT:
-                frame = TextMessage(data=payload.decode())
+                payload.decode()  # a text frame must be UTF-8
+                frame = Outgoing(True, payload)
             elif kind == _BINARY:
-                frame = BytesMessage(data=payload)
+                frame = Outgoing(False, payload)
             else:
                 raise ValueError(f"unknown kind {kind!r}")
         except ValueError as exc:  # UnicodeDecodeError included

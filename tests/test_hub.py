@@ -222,7 +222,7 @@ def test_malformed_redis_message_is_logged_and_dropped(redis: RedisServer, tmp_p
             received.append(channel.get(timeout=T).data)
     finally:
         hub.close()
-    assert received == ["valid"]
+    assert received == [b"valid"]
     assert not [t for t in threading.enumerate() if t.name == "flask-sockets-channels hub"]
 
 
