@@ -173,6 +173,8 @@ class Connection:
         self._ping_period = to_seconds(options.ping_period)
         self._pong_wait = to_seconds(options.pong_wait)
         self._close_timeout = to_seconds(options.close_timeout)
+        # How often a blocked writer looks at its progress (a sign of life).
+        self._send_slice = min(1.0, self._pong_wait / 4) if self._pong_wait else 1.0
         self.remote_addr = remote_addr
         self.path = path
         self.subprotocol = subprotocol
@@ -411,22 +413,26 @@ class Connection:
         """Send all of ``data`` by ``started + write_wait``; on a timeout or
         a socket error, report it, cut TCP and return False."""
         view = memoryview(data)
-        waited = False
         try:
             while view:
+                # A blocking send returns only once all is queued or its
+                # timeout expires: wake up every slice to see progress.
+                wait = self._send_slice
                 if self._write_wait is not None:
                     left = started + self._write_wait - time.monotonic()
                     if left <= 0:
                         raise socket.timeout("write_wait expired")
-                    self._set_send_timeout(left)
+                    wait = min(wait, left)
+                self._set_send_timeout(wait)
                 try:
                     sent = self._sock.send(view)
                 except BlockingIOError:  # SO_SNDTIMEO expired with nothing sent
                     sent = 0
-                if waited and sent:
-                    self._last_alive = time.monotonic()  # the peer drains: alive
+                if sent:
+                    # A writer thread runs only while the kernel's buffer is
+                    # full: progress means the peer is reading. Alive.
+                    self._last_alive = time.monotonic()
                 view = view[sent:]
-                waited = True
         except socket.timeout as exc:
             self._write_broke(WriteTimeout(f"write blocked for {self._write_wait} s"), exc)
             return False
@@ -436,10 +442,17 @@ class Connection:
         return True
 
     def write_failed(self, exc: OSError) -> None:
-        """A write failed: the peer is gone."""
-        self._write_broke(
-            ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "connection lost"), exc
-        )
+        """A write failed: the peer reset the connection or is gone.
+
+        The verdict is the reader's: what the peer sent before it left (often
+        a close frame: a browser tab closing) is still readable, then EOF or
+        the reset, which the reader reports as 1006. Until then the
+        connection reads as closed, so a ``put`` raising ``Closed`` is a
+        normal end for the view.
+        """
+        self.options.log(LOG_LEVEL_DEBUG, "%s: write failed: %s", self.name, exc)
+        self.sender.close(discard=True)
+        self.receiver.close()  # a reader paused on a full receiver reads on
 
     def _write_broke(self, error: SocketsError, cause: BaseException) -> None:
         # The connection is marked closed (1006) and the error reported

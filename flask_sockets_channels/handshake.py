@@ -16,7 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from flask import current_app
 from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, MethodNotAllowed
+from werkzeug.sansio.utils import host_is_trusted
 
 from . import engine
 from .engine import Protocol
@@ -93,6 +95,13 @@ def accept(request: FlaskRequest, options: Options) -> Accepted:
     if version.strip() != "13":
         options.log(LOG_LEVEL_INFO, "handshake refused (426): version %r", version)
         raise BadVersion(f"Sec-WebSocket-Version {version!r} is not supported; use 13")
+    trusted = current_app.config.get("TRUSTED_HOSTS")
+    host = request.headers.get("Host", "")
+    if trusted and not host_is_trusted(host, trusted):
+        # Before the origin check: the default {{host}} rule compares the
+        # Origin with this Host, which DNS rebinding lets an attacker choose.
+        options.log(LOG_LEVEL_WARNING, "handshake refused (400): Host %r not trusted", host)
+        raise NotUpgrade(f"Host {host!r} is not trusted")
     origin = request.headers.get("Origin")
     if not origin_allowed(origin, request, options):
         options.log(LOG_LEVEL_WARNING, "handshake refused (403): Origin %r not allowed", origin)

@@ -142,9 +142,12 @@ def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
         registry.track(connection)
     try:
         connection.start(accepted.response, taken.buffered)
-    except OSError as exc:
+    except Exception as exc:
+        # After the socket was taken, no HTTP response may follow: whatever
+        # failed, cut the connection and end the request quietly.
+        level = LOG_LEVEL_INFO if isinstance(exc, OSError) else LOG_LEVEL_ERROR
         options.log(
-            LOG_LEVEL_INFO, "%s: client left during the handshake: %s", connection.name, exc
+            level, "%s: could not start: %s", connection.name, exc, exc_info=level == LOG_LEVEL_ERROR
         )
         connection.abort()
         if registry is not None:

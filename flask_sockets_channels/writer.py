@@ -194,7 +194,7 @@ class Sender(Channel[Any]):
                 return None
             data = self._wire.serialize(frame)
             if data is None:
-                raise Closed("the connection is closing")
+                return None  # closing: the reader is about to close the channel
             self._busy = True
             return data
 

@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,45 @@ def gunicorn_server(
 ) -> Iterator[Server]:
     """gunicorn with one gthread worker, as a subprocess bound to a socket
     we opened on an ephemeral port (so no port race and no polling)."""
+
+    def command(fd: int) -> list[str]:
+        return [
+            sys.executable, "-m", "gunicorn",
+            "-k", "gthread", "-w", "1", "--threads", str(threads),
+            "--bind", f"fd://{fd}",
+            "--graceful-timeout", "10",
+            "--error-logfile", str(log_path.with_suffix(".gunicorn.log")),
+            "--log-level", "debug",
+            *extra,
+            app_spec,
+        ]  # fmt: skip
+
+    with _server_process("gunicorn", command, log_path, extension, env, ready_path) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def werkzeug_process_server(log_path: Path, extension: bool = True) -> Iterator[Server]:
+    """The werkzeug development server as a process of its own."""
+
+    def command(fd: int) -> list[str]:
+        return [sys.executable, "-m", "tests.serve_werkzeug", str(fd)]
+
+    with _server_process("werkzeug", command, log_path, extension, None, "/") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _server_process(
+    kind: str,
+    command: Callable[[int], list[str]],
+    log_path: Path,
+    extension: bool,
+    env: dict[str, str] | None,
+    ready_path: str,
+) -> Iterator[Server]:
+    """Start ``command(fd)`` with a listening socket on a free loopback port
+    passed as ``fd``; stop it by its PID at the end."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -141,22 +180,16 @@ def gunicorn_server(
         **(env or {}),
     )
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    command = [
-        sys.executable, "-m", "gunicorn",
-        "-k", "gthread", "-w", "1", "--threads", str(threads),
-        "--bind", f"fd://{listener.fileno()}",
-        "--graceful-timeout", "10",
-        "--error-logfile", str(log_path.with_suffix(".gunicorn.log")),
-        "--log-level", "debug",
-        *extra,
-        app_spec,
-    ]  # fmt: skip
     process = subprocess.Popen(
-        command, env=env, pass_fds=(listener.fileno(),), cwd=ROOT, preexec_fn=die_with_parent
+        command(listener.fileno()),
+        env=env,
+        pass_fds=(listener.fileno(),),
+        cwd=ROOT,
+        preexec_fn=die_with_parent,
     )
     listener.close()
     try:
-        server = Server("gunicorn", port, log_path)
+        server = Server(kind, port, log_path)
         server.process = process  # type: ignore[attr-defined]
         status, _ = server.get(ready_path, timeout=30)
         assert status == 200
@@ -172,6 +205,8 @@ def gunicorn_server(
 
 
 SERVERS = {"werkzeug": werkzeug_server, "gunicorn": gunicorn_server}
+#: Servers in a process of their own (fresh figures: peak memory, objects).
+PROCESS_SERVERS = {"werkzeug": werkzeug_process_server, "gunicorn": gunicorn_server}
 
 
 def free_port() -> int:

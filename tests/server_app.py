@@ -8,9 +8,11 @@ the journal id with ``?id=...``.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from typing import Any
 from flask import Blueprint, Flask, abort, jsonify, request
 
 import flask_sockets_channels as sockets
+from flask_sockets_channels import Connection
 
 
 class Journal:
@@ -55,6 +58,24 @@ def release_event(key: str) -> threading.Event:
 class ChatMessage:
     user: str
     text: str
+
+
+class Fussy:
+    """A model whose constructor raises anything for some input."""
+
+    def __init__(self, name: str) -> None:
+        if name == "boom":
+            raise RuntimeError("the model refused")
+        self.name = name
+
+
+@dataclass
+class Checked:
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.name == "boom":
+            raise LookupError("refused in __post_init__")
 
 
 def _entry_id() -> str | None:
@@ -400,6 +421,83 @@ def create_app(extension: bool = True) -> Flask:
     @sockets.messages()
     def page_socket(sender):  # type: ignore[no-untyped-def]
         sender.put("socket at /page")
+
+    @app.route("/_memory")
+    def memory() -> Any:
+        """This process's peak and current RSS (KiB) and its live Connections."""
+        gc.collect()
+        objects = gc.get_objects()
+        figures = {
+            "connections": sum(isinstance(o, Connection) for o in objects),
+            "objects": len(objects),
+        }
+        with open("/proc/self/status") as status:
+            for line in status:
+                name, _, value = line.partition(":")
+                if name in ("VmHWM", "VmRSS"):
+                    figures[name] = int(value.split()[0])
+        return jsonify(figures)
+
+    @app.route("/hostile/deflate", websocket=websocket)
+    @sockets.mixed_messages(compression=True)
+    def hostile_deflate(receiver, sender, errors, connection):  # type: ignore[no-untyped-def]
+        for message in receiver:
+            sender.put(message)
+        _report(connection, errors, _entry_id())
+
+    @app.route("/hostile/json", websocket=websocket)
+    @sockets.json_messages(Fussy)
+    def hostile_json(receiver, sender, errors, connection):  # type: ignore[no-untyped-def]
+        for message in receiver:
+            sender.put({"name": message.name})
+        _report(connection, errors, _entry_id())
+
+    @app.route("/hostile/json-post-init", websocket=websocket)
+    @sockets.json_messages(Checked)
+    def hostile_json_post_init(receiver, sender, errors, connection):  # type: ignore[no-untyped-def]
+        for message in receiver:
+            sender.put({"name": message.name})
+        _report(connection, errors, _entry_id())
+
+    @app.route("/hostile/put-nowait", websocket=websocket)
+    @sockets.byte_messages(write_wait=2, send_channel_buffer=4)
+    def hostile_put_nowait(sender, errors, connection):  # type: ignore[no-untyped-def]
+        """Push without waiting until the buffer is full; time every put."""
+        chunk = b"n" * 65536
+        slowest = {"put_nowait": 0.0, "put_timeout": 0.0}
+        outcome = {"full": 0, "timeouts": 0}
+        for _ in range(400):
+            started = time.monotonic()
+            try:
+                sender.put_nowait(chunk)
+            except queue.Full:
+                outcome["full"] += 1
+            except sockets.Closed:
+                break
+            slowest["put_nowait"] = max(slowest["put_nowait"], time.monotonic() - started)
+        for _ in range(5):
+            started = time.monotonic()
+            try:
+                sender.put(chunk, timeout=0.02)
+            except queue.Full:
+                outcome["timeouts"] += 1
+            except sockets.Closed:
+                break
+            slowest["put_timeout"] = max(slowest["put_timeout"], time.monotonic() - started)
+        release_event(_entry_id() or "").wait(30)
+        _report(connection, errors, _entry_id(), slowest=slowest, **outcome)
+
+    @app.route("/hostile/slow-reader", websocket=websocket)
+    @sockets.byte_messages(ping_period=0.3, pong_wait=0.9, write_wait=5, close_timeout=0.5)
+    def hostile_slow_reader(sender, errors, connection):  # type: ignore[no-untyped-def]
+        """Push far more than the socket buffers hold to a client that reads
+        slowly and never sends anything."""
+        try:
+            for index in range(100000):
+                sender.put(index.to_bytes(8, "big") + b"s" * 16376)
+        except sockets.Closed:
+            pass
+        _report(connection, errors, _entry_id())
 
     blueprint = Blueprint("bp", __name__, url_prefix="/bp")
 

@@ -1,0 +1,357 @@
+"""What a hostile peer may cost (SPEC §10), on both servers.
+
+Memory figures are the server process's own: its peak RSS (VmHWM) and the
+``Connection`` objects alive in it, read from a fresh process per test
+(``/_memory``), so nothing measured here is shared with another test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+from tests.conftest import PROCESS_SERVERS, Server, wait_time
+from tests.wire import BINARY, CLOSE, CONTINUATION, PING, TEXT, RawClient, close_frame, frame
+
+T = wait_time(5)
+MIB = 1024
+
+
+def key() -> str:
+    return uuid.uuid4().hex
+
+
+@pytest.fixture(params=["werkzeug", "gunicorn"])
+def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    """A server in a process of its own, for this test only."""
+    with PROCESS_SERVERS[request.param](tmp_path / "server.log") as running:
+        yield running
+
+
+def memory(server: Server) -> dict[str, int]:
+    status, body = server.get("/_memory")
+    assert status == 200
+    import json
+
+    figures: dict[str, int] = json.loads(body)
+    return figures
+
+
+def error_lines(server: Server) -> list[str]:
+    log = server.log()
+    gunicorn_log = server.log_path.with_suffix(".gunicorn.log")
+    if gunicorn_log.exists():
+        log += gunicorn_log.read_text()
+    return [
+        line
+        for line in log.splitlines()
+        if line.startswith(("ERROR", "CRITICAL")) or "Traceback" in line or "[ERROR]" in line
+    ]
+
+
+def deflate_client(server: Server, path: str) -> RawClient:
+    client = RawClient(server.port, timeout=30)
+    status, headers, body = client.handshake(
+        path, {"Sec-WebSocket-Extensions": "permessage-deflate"}
+    )
+    assert status == 101, body
+    assert "permessage-deflate" in headers.get("sec-websocket-extensions", "")
+    return client
+
+
+def compressed(payload: bytes) -> bytes:
+    """``payload`` as permessage-deflate sends it (raw deflate, no tail)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert data.endswith(b"\x00\x00\xff\xff")
+    return data[:-4]
+
+
+# -- memory is bounded per connection -------------------------------------------
+
+
+def test_deflate_bomb_stops_inflating_at_the_limit_and_closes_with_1009(fresh: Server) -> None:
+    bomb = compressed(b"\0" * (64 * 1024 * 1024))  # inflates 1000-fold: 64 MiB
+    assert len(bomb) < 100 * 1024
+    with deflate_client(fresh, "/hostile/deflate") as warm:
+        warm.send(frame(TEXT, compressed(b"warm-up"), rsv=4))
+        assert warm.read_frame().opcode == TEXT
+    before = memory(fresh)
+    entries = []
+    for _ in range(3):  # one after another: nothing may accumulate either
+        entry = key()
+        entries.append(entry)
+        with deflate_client(fresh, f"/hostile/deflate?id={entry}") as client:
+            client.send(frame(BINARY, bomb, rsv=4))
+            reply = client.read_frame()
+            assert (reply.opcode, reply.close_code) == (CLOSE, 1009)
+    after = memory(fresh)
+    growth = after["VmHWM"] - before["VmHWM"]
+    assert growth < 24 * MIB, f"peak RSS grew {growth} KiB for a 64 MiB deflate bomb"
+    for entry in entries:
+        result = fresh.journal(entry)
+        assert [e["type"] for e in result["errors"]] == ["MessageTooBig"]
+        assert result["close_code"] == 1009
+    assert error_lines(fresh) == []
+
+
+def test_empty_fragments_cost_nothing_to_keep(fresh: Server) -> None:
+    count = 300_000
+    empty = frame(CONTINUATION, b"", fin=False)
+    with RawClient(fresh.port, timeout=60) as client:
+        client.open("/echo")
+        client.send(frame(TEXT, b"ping"))
+        assert client.read_frame().text == "ping"
+        before = memory(fresh)
+        client.send(frame(TEXT, b"st", fin=False))
+        batch = empty * 10_000
+        for _ in range(count // 10_000):
+            client.send(batch)
+        client.send(frame(CONTINUATION, b"art", fin=True))
+        reply = client.read_frame()
+        assert (reply.opcode, reply.text) == (TEXT, "start")
+        after = memory(fresh)
+    growth = after["VmHWM"] - before["VmHWM"]
+    assert growth < 8 * MIB, f"peak RSS grew {growth} KiB for {count} empty fragments"
+
+
+def test_tiny_fragments_are_held_as_one_buffer_and_bounded_by_the_limit(server: Server) -> None:
+    entry = key()
+    with RawClient(server.port, timeout=30) as client:
+        client.open(f"/probe?id={entry}")
+        client.send(frame(BINARY, b"x", fin=False))
+        client.send(b"".join(frame(CONTINUATION, b"x", fin=False) for _ in range(70_000)))
+        frames = client.read_until_close()
+    assert frames[-1].close_code == 1009
+
+
+def test_finished_connections_are_garbage(fresh: Server) -> None:
+    with connect(f"{fresh.ws}/wait-done", open_timeout=T) as stays:
+        assert stays.recv(timeout=T) == "ready"
+        for _ in range(100):
+            with connect(f"{fresh.ws}/echo", open_timeout=T) as ws:
+                ws.send("x")
+                assert ws.recv(timeout=T) == "x"
+        deadline = time.monotonic() + T
+        while (alive := memory(fresh)["connections"]) > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)  # views end just after their clients saw the close
+        assert alive == 1, f"{alive} Connection objects alive with one connection open"
+
+
+def test_memory_returns_to_baseline_after_1000_connections(fresh: Server) -> None:
+    """No Python object outlives its connection (the object count comes back
+    exactly), and RSS stays within 10 % (the allocator keeps some arenas of
+    the threads that served, which is not a leak: it stops growing)."""
+
+    def churn(count: int) -> None:
+        for _ in range(count // 50):
+            with contextlib.ExitStack() as stack:
+                clients = [
+                    stack.enter_context(connect(f"{fresh.ws}/echo", open_timeout=T))
+                    for _ in range(50)
+                ]
+                for ws in clients:
+                    ws.send("x")
+                for ws in clients:
+                    assert ws.recv(timeout=T) == "x"
+
+    def settled() -> dict[str, int]:
+        deadline = time.monotonic() + T
+        while (figures := memory(fresh))["connections"] and time.monotonic() < deadline:
+            time.sleep(0.05)  # views end just after their clients saw the close
+        return figures
+
+    churn(1000)  # warm-up: the server's thread pool, caches and allocator arenas
+    before = settled()
+    churn(1000)
+    after = settled()
+    assert after["connections"] == 0
+    assert after["objects"] <= before["objects"] + 100, (before, after)
+    assert abs(after["VmRSS"] - before["VmRSS"]) <= before["VmRSS"] * 0.10, (before, after)
+
+
+# -- errors are contained ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "bad"),
+    [
+        ("/hostile/json", "[" * 30_000 + "]" * 30_000),
+        ("/hostile/json", '{"name": "boom"}'),
+        ("/hostile/json-post-init", '{"name": "boom"}'),
+    ],
+    ids=["nested-30000", "model-raises-RuntimeError", "post-init-raises"],
+)
+def test_any_exception_in_decode_is_a_decode_error_and_the_connection_stays_open(
+    server: Server, path: str, bad: str
+) -> None:
+    entry = key()
+    with connect(f"{server.ws}{path}?id={entry}", open_timeout=T) as ws:
+        ws.send(bad)
+        ws.send('{"name": "fine"}')
+        assert ws.recv(timeout=T) == '{"name":"fine"}'
+    result = server.journal(entry)
+    assert [e["type"] for e in result["errors"]] == ["DecodeError"]
+    assert result["errors"][0]["raw"] == bad
+    assert result["close_code"] == 1000
+    assert "reader crashed" not in server.log()
+
+
+# -- verdicts are right --------------------------------------------------------------
+
+
+def test_write_timeout_is_1006_with_write_timeout_and_no_error_log(fresh: Server) -> None:
+    entry = key()
+    client = RawClient(fresh.port)
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.open(f"/firehose?id={entry}")
+    try:
+        result = fresh.journal(entry, timeout=15)
+    finally:
+        client.sock.close()
+    assert result["close_code"] == 1006
+    assert [e["type"] for e in result["errors"]] == ["WriteTimeout"]
+    assert result["put_raised"] == "Closed"
+    assert error_lines(fresh) == []
+    assert "view raised" not in fresh.log()
+
+
+def test_put_nowait_and_put_timeout_never_wait_on_the_socket(server: Server) -> None:
+    entry = key()
+    client = RawClient(server.port)
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.open(f"/hostile/put-nowait?id={entry}")
+    try:
+        # Read nothing until the view has timed every put.
+        assert server.get(f"/_release/{entry}")[0] == 200
+        result = server.journal(entry, timeout=15)
+    finally:
+        client.sock.close()
+    assert result["full"] > 0, "the buffer never filled: the socket never blocked"
+    assert result["slowest"]["put_nowait"] < 0.05, result
+    assert result["slowest"]["put_timeout"] < 0.05 + 0.02, result
+
+
+def test_a_client_that_closes_and_leaves_at_once_is_a_normal_end(fresh: Server) -> None:
+    """A browser tab closing: its close frame, then TCP is gone before our
+    reply can be written (EPIPE or a reset on the reply)."""
+    for _ in range(20):
+        with connect(f"{fresh.ws}/echo", open_timeout=T) as warm:
+            warm.send("x")
+            warm.recv(timeout=T)
+        client = RawClient(fresh.port).open("/push/200")
+        client.send(close_frame(1001))
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.sock.close()
+    deadline = time.monotonic() + T
+    while memory(fresh)["connections"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "reader crashed" not in fresh.log()
+    assert error_lines(fresh) == []
+
+
+def test_a_live_slow_reader_is_not_declared_dead(server: Server) -> None:
+    """The client reads steadily but slower than the view writes, and never
+    sends a byte (not even a pong) for more than three pong_waits: our
+    writes draining are its sign of life."""
+    entry = key()
+    client = RawClient(server.port, timeout=10)
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    client.open(f"/hostile/slow-reader?id={entry}")
+    received = 0
+    try:
+        deadline = time.monotonic() + 3.0  # pong_wait is 0.9 s
+        while time.monotonic() < deadline:
+            data = client.sock.recv(16384)
+            assert data, "the server closed the connection"
+            received += len(data)
+            time.sleep(0.01)  # pacing a slow reader, not synchronisation
+        client.sock.sendall(close_frame(1000))
+        client.sock.settimeout(0.5)
+        with contextlib.suppress(OSError):
+            while client.sock.recv(65536):
+                pass
+    finally:
+        client.sock.close()
+    result = server.journal(entry, timeout=15)
+    assert "KeepaliveTimeout" not in [e["type"] for e in result["errors"]]
+    assert result["close_code"] != 1011
+    assert received > 256 * 1024  # it did read, slowly: about 150 KB/s
+
+
+def test_a_dead_peer_is_still_closed_within_pong_wait(server: Server) -> None:
+    """Silent and not reading, with nothing to drain: 1011 keepalive."""
+    entry = key()
+    with RawClient(server.port) as client:
+        client.open(f"/keepalive?id={entry}")
+        started = time.monotonic()
+        result = server.journal(entry, timeout=10)
+        elapsed = time.monotonic() - started
+    assert [e["type"] for e in result["errors"]] == ["KeepaliveTimeout"]
+    assert result["close_code"] == 1011
+    assert elapsed < 0.9 + 0.5 + 2.0
+
+
+def test_disconnect_with_a_string_is_a_clear_type_error() -> None:
+    from flask_sockets_channels.connection import _Disconnect
+
+    closed: list[tuple[int, str]] = []
+    disconnect = _Disconnect(lambda code, reason: closed.append((code, reason)))
+    with pytest.raises(TypeError, match="close code or \\(code, reason\\)"):
+        disconnect.put("bye")
+    disconnect.put((4000, "bye"))
+    assert closed == [(4000, "bye")]
+
+
+def test_slow_handshake_holds_no_library_thread(server: Server) -> None:
+    """A client that sends its request one byte per 100 ms: the server's own
+    request thread waits for it, none of ours; others are served meanwhile."""
+    from tests.wire import request
+
+    raw = request("/echo", f"127.0.0.1:{server.port}")[:25]
+    stop = threading.Event()
+
+    def dribble() -> None:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=T) as sock:
+            for byte in raw:
+                if stop.wait(0.1):
+                    return
+                sock.sendall(bytes([byte]))
+
+    thread = threading.Thread(target=dribble, name="slow-handshake client")
+    thread.start()
+    try:
+        time.sleep(0.5)  # let the request thread start waiting for the rest
+        before = [n for n in server.threads() if n.startswith("ws-")]
+        with connect(f"{server.ws}/echo", open_timeout=T) as ws:
+            ws.send("served")
+            assert ws.recv(timeout=T) == "served"
+        assert before == []
+    finally:
+        stop.set()
+        thread.join(T)
+    assert not thread.is_alive()
+
+
+def test_ping_flood_from_a_peer_that_does_not_read_stays_bounded(fresh: Server) -> None:
+    """Each ping wants a pong; a peer that never reads them gets the newest
+    only (RFC 6455 §5.5.3), so its pongs cannot pile up in our memory."""
+    with RawClient(fresh.port, timeout=30) as client:
+        client.open("/echo")
+        before = memory(fresh)
+        ping = frame(PING, b"p" * 125)
+        for _ in range(100):
+            client.send(ping * 1000)  # 100,000 pings of 125 bytes: 13 MB of pongs
+        after = memory(fresh)
+    growth = after["VmHWM"] - before["VmHWM"]
+    assert growth < 16 * MIB, f"peak RSS grew {growth} KiB under a ping flood"
