@@ -1,6 +1,8 @@
 """The protocol engine: websockets' sans-I/O layer, behind one module.
 
-The only module that imports websockets. It builds the 101 response (with
+The only module of the server side that imports websockets (the test
+client, :mod:`.testing`, speaks the client side with websockets'
+``ClientProtocol``). It builds the 101 response (with
 permessage-deflate negotiated when allowed) and the protocol object that
 parses inbound frames and serialises outbound ones; it never touches a
 socket. Framing, masking, close-frame rules, bounded inflate
