@@ -25,7 +25,7 @@ from flask_sockets_channels.testing import HandshakeRejected, WebSocketTestClien
 from tests.conftest import wait_time
 
 T = wait_time(5)
-KEEPALIVE_THREAD = "flask-sockets-channels keepalive"
+TIMERS_THREAD = "flask-sockets-channels timers"
 
 
 def make_blueprint(websocket: bool) -> Blueprint:
@@ -554,10 +554,10 @@ def test_no_thread_left_after_the_with_block(client: WebSocketTestClient) -> Non
         ws.send("x")
         assert ws.receive() == "x"
     left = [t for t in threading.enumerate() if t not in before]
-    # The process-wide keepalive scheduler ends by itself once no connection
+    # The process-wide timer thread (keepalive) ends by itself once no connection
     # is registered; it is not a thread of the session.
     for thread in left:
-        if thread.name == KEEPALIVE_THREAD:
+        if thread.name == TIMERS_THREAD:
             thread.join(T)
     assert [t.name for t in left if t.is_alive()] == []
 
