@@ -31,10 +31,10 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Callable, Union
+from typing import Any, Callable, Union, cast
 
-from .channels import Channel, Closed
 from . import engine
+from .channels import Channel, Closed
 from .engine import Frame, Opcode, Outgoing, Protocol, State, parser_error
 from .exceptions import (
     NORMAL_CODES,
@@ -206,9 +206,7 @@ class Connection:
         self._paused = False
         self._next_ping = float("inf")
         rate = getattr(options, "rate_limit", None)
-        self._rate: tuple[float, float] | None = (
-            (float(rate[0]), float(rate[1])) if rate else None
-        )
+        self._rate: tuple[float, float] | None = (float(rate[0]), float(rate[1])) if rate else None
         self._tokens = self._rate[0] if self._rate else 0.0
         self._refilled = time.monotonic()
         self._reader = threading.Thread(target=self._read_loop, name=f"{self.name} reader")
@@ -437,9 +435,7 @@ class Connection:
 
     def write_failed(self, exc: OSError) -> None:
         """A write failed: the peer is gone."""
-        self._write_broke(
-            ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "connection lost"), exc
-        )
+        self._write_broke(ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "connection lost"), exc)
 
     def _write_broke(self, error: SocketsError, cause: BaseException) -> None:
         # The connection is marked closed (1006) and the error reported
@@ -493,7 +489,8 @@ class Connection:
                 return
             was_open = self._protocol.state is State.OPEN
             self._protocol.receive_data(data)
-            frames = self._protocol.events_received()
+            # Past the handshake, the engine's events are frames.
+            frames = cast("list[Frame]", self._protocol.events_received())
             replies = self._protocol.data_to_send()
             failure = self._protocol.parser_exc if was_open else None
             closing = self._protocol.state is not State.OPEN
@@ -600,7 +597,9 @@ class Connection:
         self._failed_by_engine(None, error)
         self.sender.send_control(replies, discard=True)
 
-    def _failed_by_engine(self, exc: BaseException | None, error: SocketsError | None = None) -> None:
+    def _failed_by_engine(
+        self, exc: BaseException | None, error: SocketsError | None = None
+    ) -> None:
         """The engine failed the connection (its close frame is queued)."""
         if error is None:
             assert exc is not None
@@ -648,7 +647,9 @@ class Connection:
         self._paused = True
         try:
             with self._state:
-                self._state.wait_for(lambda: self._ended or self.receiver.closed, -self._tokens / rate)
+                self._state.wait_for(
+                    lambda: self._ended or self.receiver.closed, -self._tokens / rate
+                )
         finally:
             self._paused = False
             self._last_alive = time.monotonic()
