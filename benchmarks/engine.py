@@ -134,7 +134,8 @@ def main() -> int:
     print(f"Python {sys.version.split()[0]}")
     print(f"{'scenario':42} {'wsproto':>10} {'websockets':>11} {'ratio':>7}")
     for name, wsproto_us, websockets_us in rows:
-        print(f"{name:42} {wsproto_us:10.2f} {websockets_us:11.2f} {wsproto_us / websockets_us:6.2f}×")
+        ratio = wsproto_us / websockets_us
+        print(f"{name:42} {wsproto_us:10.2f} {websockets_us:11.2f} {ratio:6.2f}x")
 
     return 0
 

@@ -31,10 +31,10 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Callable, Union
+from typing import Any, Callable, Union, cast
 
-from .channels import Channel, Closed
 from . import engine
+from .channels import Channel, Closed
 from .engine import Frame, Opcode, Outgoing, Protocol, State, parser_error
 from .exceptions import (
     NORMAL_CODES,
@@ -208,9 +208,7 @@ class Connection:
         self._paused = False
         self._next_ping = float("inf")
         rate = getattr(options, "rate_limit", None)
-        self._rate: tuple[float, float] | None = (
-            (float(rate[0]), float(rate[1])) if rate else None
-        )
+        self._rate: tuple[float, float] | None = (float(rate[0]), float(rate[1])) if rate else None
         self._tokens = self._rate[0] if self._rate else 0.0
         self._refilled = time.monotonic()
         self._reader = threading.Thread(target=self._read_loop, name=f"{self.name} reader")
@@ -336,6 +334,11 @@ class Connection:
         if self._ended:
             return None
         if self._close_deadline is not None and now >= self._close_deadline:
+            if self.sender.writing:
+                # Our close frame is still behind a frame the peer is reading
+                # (a stuck write ends by write_wait): its time starts later.
+                self._close_deadline = now + (self._close_timeout or 0.0)
+                return self._close_deadline
             self.options.log(LOG_LEVEL_DEBUG, "%s: no close from the peer in time", self.name)
             self.abort()
             return None
@@ -506,7 +509,8 @@ class Connection:
                 return
             was_open = self._protocol.state is State.OPEN
             self._protocol.receive_data(data)
-            frames = self._protocol.events_received()
+            # Past the handshake, the engine's events are frames.
+            frames = cast("list[Frame]", self._protocol.events_received())
             replies = self._protocol.data_to_send()
             failure = self._protocol.parser_exc if was_open else None
             closing = self._protocol.state is not State.OPEN
@@ -547,6 +551,7 @@ class Connection:
         in many frames is held as one buffer, so an empty fragment costs
         nothing."""
         data = frame.data
+        self.bytes_in += len(data)
         if frame.opcode is not Opcode.CONT:
             self._parts_text = frame.opcode is Opcode.TEXT
             if frame.fin:  # the common case: a message in one frame
@@ -573,7 +578,6 @@ class Connection:
         """The mode's item for ``message``; ``_SKIP`` if it does not decode
         (reported as a ``DecodeError``); a ``ProtocolError`` to fail with."""
         self.messages_in += 1
-        self.bytes_in += len(message)
         try:
             return self._codec.decode(message)
         except ProtocolError as exc:
@@ -613,7 +617,9 @@ class Connection:
         self._failed_by_engine(None, error)
         self.sender.send_control(replies, discard=True)
 
-    def _failed_by_engine(self, exc: BaseException | None, error: SocketsError | None = None) -> None:
+    def _failed_by_engine(
+        self, exc: BaseException | None, error: SocketsError | None = None
+    ) -> None:
         """The engine failed the connection (its close frame is queued)."""
         if error is None:
             assert exc is not None
@@ -661,7 +667,9 @@ class Connection:
         self._paused = True
         try:
             with self._state:
-                self._state.wait_for(lambda: self._ended or self.receiver.closed, -self._tokens / rate)
+                self._state.wait_for(
+                    lambda: self._ended or self.receiver.closed, -self._tokens / rate
+                )
         finally:
             self._paused = False
             self._last_alive = time.monotonic()

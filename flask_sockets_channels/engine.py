@@ -1,6 +1,8 @@
 """The protocol engine: websockets' sans-I/O layer, behind one module.
 
-The only module that imports websockets. It builds the 101 response (with
+The only module of the server side that imports websockets (the test
+client, :mod:`.testing`, speaks the client side with websockets'
+``ClientProtocol``). It builds the 101 response (with
 permessage-deflate negotiated when allowed) and the protocol object that
 parses inbound frames and serialises outbound ones; it never touches a
 socket. Framing, masking, close-frame rules, bounded inflate
@@ -9,14 +11,15 @@ the limit) are the engine's; :mod:`.connection` feeds it bytes and writes
 what it returns.
 
 Why websockets and not wsproto: measured without sockets
-(``benchmarks/engine.py``), it costs 2.9× less per small message and 2.1×
-less per 1 MiB message (C unmasking), and its inflate is bounded by
+(``benchmarks/engine.py``), it costs 2.9 times less per small message and
+2.1 times less per 1 MiB message (C unmasking), and its inflate is bounded by
 ``max_size``. See docs/design.md.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from websockets.datastructures import Headers
@@ -27,6 +30,7 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import SEND_EOF, Protocol, Side, State
 from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
 from .exceptions import (
     CloseCode,
@@ -65,7 +69,7 @@ class _Silent(logging.LoggerAdapter):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__(logging.getLogger("flask_sockets_channels.engine"), {})
 
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 (logging's name)
+    def isEnabledFor(self, level: int) -> bool:
         return False
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
@@ -97,8 +101,12 @@ def accept(
     """
     request = Request(path, Headers(headers))
 
-    def select_subprotocol(protocol: ServerProtocol, offered: Any) -> str | None:
-        return subprotocol
+    chosen = None if subprotocol is None else Subprotocol(subprotocol)
+
+    def select_subprotocol(
+        protocol: ServerProtocol, offered: Sequence[Subprotocol]
+    ) -> Subprotocol | None:
+        return chosen
 
     factories = [ServerPerMessageDeflateFactory()] if compression else []
     handshake = ServerProtocol(
@@ -128,9 +136,7 @@ def parser_error(exc: BaseException) -> SocketsError:
     if isinstance(exc, PayloadTooBig):
         error: SocketsError = MessageTooBig(str(exc) or "message too big")
     elif isinstance(exc, UnicodeDecodeError):
-        error = ProtocolError(
-            f"invalid UTF-8: {exc.reason}", CloseCode.INVALID_FRAME_PAYLOAD_DATA
-        )
+        error = ProtocolError(f"invalid UTF-8: {exc.reason}", CloseCode.INVALID_FRAME_PAYLOAD_DATA)
     elif isinstance(exc, EngineProtocolError):
         error = ProtocolError(str(exc))
     elif isinstance(exc, EOFError):

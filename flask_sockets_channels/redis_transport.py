@@ -19,7 +19,6 @@ import uuid
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-
 from .engine import Outgoing
 from .exceptions import HubUnavailable
 

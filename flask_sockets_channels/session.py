@@ -146,9 +146,8 @@ def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
         # After the socket was taken, no HTTP response may follow: whatever
         # failed, cut the connection and end the request quietly.
         level = LOG_LEVEL_INFO if isinstance(exc, OSError) else LOG_LEVEL_ERROR
-        options.log(
-            level, "%s: could not start: %s", connection.name, exc, exc_info=level == LOG_LEVEL_ERROR
-        )
+        traceback = level == LOG_LEVEL_ERROR
+        options.log(level, "%s: could not start: %s", connection.name, exc, exc_info=traceback)
         connection.abort()
         if registry is not None:
             registry.untrack(connection)

@@ -14,7 +14,8 @@ It drives the real handshake and protocol, without a network port: the
 request is a WSGI environ whose ``werkzeug.socket`` is one end of a
 ``socket.socketpair()``; the app runs in a background thread that plays the
 server's request thread (the view runs there); the test speaks WebSocket on
-the other end with a wsproto client.
+the other end with websockets' sans-I/O client (``ClientProtocol``), whose
+handshake request becomes the environ's headers.
 
 Every wait is bounded by the client's ``timeout``: :data:`DEFAULT_TIMEOUT`
 (5 s) unless given. The client itself runs no thread: frames are read only
@@ -36,24 +37,15 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Union
 
-import h11
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidHeader
+from websockets.exceptions import ProtocolError as EngineProtocolError
+from websockets.frames import Frame, Opcode
+from websockets.protocol import SEND_EOF, State
+from websockets.typing import Subprotocol
+from websockets.uri import WebSocketURI
 from werkzeug.datastructures import Headers
 from werkzeug.test import EnvironBuilder
-from wsproto import ConnectionType
-from wsproto.connection import Connection as Protocol
-from wsproto.connection import ConnectionState
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Event,
-    Message,
-    Ping,
-    Request,
-    TextMessage,
-)
-from wsproto.handshake import H11Handshake
-from wsproto.utilities import ProtocolError as WsprotoError
 
 from .exceptions import (
     NORMAL_CODES,
@@ -76,6 +68,7 @@ HeadersArg = Union[Headers, Mapping[str, str], Iterable[tuple[str, str]]]
 QueryArg = Union[Mapping[str, str], str]
 
 _RECV_SIZE = 1 << 16
+_DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
 
 class HandshakeRejected(SocketsError):
@@ -158,18 +151,26 @@ class WebSocketTestClient:
             query_string=query_string,
             environ_base={"REMOTE_ADDR": "127.0.0.1"},
         )
-        target = builder.path + (f"?{builder.query_string}" if builder.query_string else "")
-        handshake = H11Handshake(ConnectionType.CLIENT)
-        offered = list(subprotocols or ())
-        request = handshake.send(Request(host=builder.host, target=target, subprotocols=offered))
-        for name, value in _parse_request_headers(request):
+        uri = WebSocketURI(
+            secure=False,
+            host=builder.host,
+            port=80,
+            path=builder.path,
+            query=builder.query_string,
+        )
+        offered = [Subprotocol(name) for name in subprotocols or ()]
+        # No limit on inbound messages, and no extensions offered: the client
+        # sees what the app sends, as the app sent it.
+        protocol = ClientProtocol(uri, subprotocols=offered or None, max_size=None)
+        request = protocol.connect()
+        for name, value in request.headers.raw_items():
             if name not in builder.headers:  # the caller's headers win
                 builder.headers.add(name, value)
         environ = builder.get_environ()
-        environ["REQUEST_URI"] = environ["RAW_URI"] = target
+        environ["REQUEST_URI"] = environ["RAW_URI"] = request.path
         client_sock, server_sock = socket.socketpair()
         environ["werkzeug.socket"] = server_sock
-        session = WebSocketSession(client_sock, handshake, self.timeout)
+        session = WebSocketSession(client_sock, protocol, self.timeout)
         session._start_server(self.app, environ, server_sock)
         session._open()
         return session
@@ -187,14 +188,15 @@ class WebSocketSession:
         subprotocol: The subprotocol the server chose, or ``None``.
     """
 
-    def __init__(self, sock: socket.socket, handshake: H11Handshake, timeout: float) -> None:
+    def __init__(self, sock: socket.socket, protocol: ClientProtocol, timeout: float) -> None:
         self.subprotocol: str | None = None
         self._sock = sock
-        self._handshake = handshake
-        self._protocol: Protocol | None = None
+        self._protocol = protocol
         self._timeout = timeout
         self._messages: deque[str | bytes] = deque()
-        self._fragments: list[str | bytes] = []
+        # The frames of the message being received: its type, its payloads.
+        self._fragments_text = False
+        self._fragments: list[bytes] = []
         self._close_code: int | None = None
         self._close_reason = ""
         self._eof = False
@@ -230,17 +232,16 @@ class WebSocketSession:
             ConnectionClosed: The session is closing or closed.
             TimeoutError: The server did not read for ``timeout`` seconds.
         """
-        event: Message[Any]
-        if isinstance(message, str):
-            event = TextMessage(data=message)
-        elif isinstance(message, (bytes, bytearray, memoryview)):
-            event = BytesMessage(data=bytes(message))
-        else:
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"send() takes str or bytes-like, not {type(message).__name__}")
-        protocol = self._open_protocol()
-        if protocol.state is not ConnectionState.OPEN:
+        protocol = self._protocol
+        if self._finished or protocol.state is not State.OPEN:
             raise self._closed()
-        self._write(protocol.send(event))
+        if isinstance(message, str):
+            protocol.send_text(message.encode())
+        else:
+            protocol.send_binary(bytes(message))
+        self._flush()
 
     def send_json(self, value: Any) -> None:
         """Send ``value`` as JSON in a text frame; as :meth:`send`.
@@ -293,18 +294,25 @@ class WebSocketSession:
         end. Each wait is bounded by the client's ``timeout``. Idempotent.
 
         Raises:
+            ValueError: ``code`` may not be sent in a close frame (1005, 1006,
+                1015, below 1000, ...) or ``reason`` is over 123 bytes; the
+                session is left open.
             AssertionError: The request thread did not end in time: the view
                 does not return once its connection is closed.
             Exception: Whatever the app raised, when Flask propagates it.
         """
         if self._finished:
             return
+        protocol = self._protocol
+        if protocol.state is State.OPEN:
+            try:
+                protocol.send_close(code, reason)
+            except EngineProtocolError as exc:  # nothing was queued
+                raise ValueError(f"cannot close with {code} {reason!r}: {exc}") from exc
         self._finished = True
         deadline = time.monotonic() + self._timeout
         try:
-            protocol = self._protocol
-            if protocol is not None and protocol.state is ConnectionState.OPEN:
-                self._write(protocol.send(CloseConnection(code, reason)))
+            self._flush()
             while self._close_code is None:
                 self._read(deadline)
         except (OSError, TimeoutError, ConnectionClosed):
@@ -367,31 +375,34 @@ class WebSocketSession:
 
     def _open(self) -> None:
         """Read the 101 response, or learn why there is none."""
+        protocol = self._protocol
         deadline = time.monotonic() + self._timeout
         try:
-            while self._protocol is None:
+            while protocol.state is State.CONNECTING and protocol.handshake_exc is None:
                 data = self._recv(deadline)
                 if not data:
-                    break
-                self._handshake.receive_data(data)
-                for event in self._handshake.events():
-                    if isinstance(event, AcceptConnection):
-                        self.subprotocol = event.subprotocol
-                        self._protocol = self._handshake.connection
-        except (WsprotoError, h11.ProtocolError) as exc:
-            self._abandon()
-            error = f"bad 101 response: {exc}"
-            raise ConnectionClosedError(CloseCode.PROTOCOL_ERROR, error) from exc
+                    break  # EOF: the app answered without a 101, or wrote half of one
+                protocol.receive_data(data)
         except TimeoutError:
             self._finished = True
             self._finish(deadline)  # no second wait: the app is stuck before its answer
             error = f"the app did not answer the handshake within {self._timeout} s"
             raise TimeoutError(error) from None
-        if self._protocol is not None:
-            # Frames that came with the 101 are already parsed.
-            self._handle(self._protocol.events())
+        error_exc = protocol.handshake_exc
+        if error_exc is not None:
+            self._abandon()
+            error = f"bad 101 response: {_describe_handshake_error(error_exc)}"
+            raise ConnectionClosedError(CloseCode.PROTOCOL_ERROR, error) from error_exc
+        if protocol.state is not State.CONNECTING:
+            self.subprotocol = protocol.subprotocol
+            # Frames that came with the 101 are already parsed. If a reply to
+            # them cannot be written, the server is gone: receive tells.
+            with contextlib.suppress(ConnectionClosed):
+                self._handle(protocol.events_received(), opened=True)
             return
-        self._abandon()  # EOF: the app answered without a 101
+        # EOF without a 101: the refusal is read as the app returned it to
+        # its server (status, headers, body), not re-parsed from the wire.
+        self._abandon()
         status = int((self._status or "0").split()[0])
         if status != 101:
             body = self._body.decode("utf-8", "replace")
@@ -419,54 +430,84 @@ class WebSocketSession:
 
     # -- reading ------------------------------------------------------------
 
-    def _open_protocol(self) -> Protocol:
-        if self._protocol is None or self._finished:
-            raise self._closed()
-        return self._protocol
-
     def _read(self, deadline: float) -> None:
         """Read once and handle what arrived.
 
         Raises:
             TimeoutError: Nothing arrived before ``deadline``.
+            ConnectionClosed: A pong or close frame could not be written.
         """
         protocol = self._protocol
-        assert protocol is not None
+        opened = protocol.state is State.OPEN
         data = b"" if self._eof else self._recv(deadline)
-        if not data:
-            self._eof = True
-            protocol.receive_data(None)
-        else:
+        if data:
             protocol.receive_data(data)
-        self._handle(protocol.events())
+        else:
+            self._eof = True
+            protocol.receive_eof()
+        self._handle(protocol.events_received(), opened)
         if self._eof and self._close_code is None:
             self._set_close(CloseCode.ABNORMAL_CLOSURE, "")
 
-    def _handle(self, events: Iterable[Event]) -> None:
+    def _handle(self, events: Iterable[object], opened: bool) -> None:
+        """Take the messages and the close frame out of ``events``, then
+        write what the protocol queued in reply: pongs, the echo of the
+        server's close frame, the close frame of a failure.
+
+        Args:
+            events: What the protocol parsed from the data just received.
+            opened: Whether the connection was open before that data, so
+                that a close frame the protocol queued is its failure's.
+        """
         protocol = self._protocol
-        assert protocol is not None
         for event in events:
-            if isinstance(event, (TextMessage, BytesMessage)):
-                data = event.data
-                self._fragments.append(data if isinstance(data, str) else bytes(data))
-                if event.message_finished:
-                    fragments, self._fragments = self._fragments, []
-                    if isinstance(event, TextMessage):
-                        self._messages.append("".join(fragments))  # type: ignore[arg-type]
-                    else:
-                        self._messages.append(b"".join(fragments))  # type: ignore[arg-type]
-            elif isinstance(event, Ping):
-                if protocol.state is ConnectionState.OPEN:
-                    self._write(protocol.send(event.response()))
-            elif isinstance(event, CloseConnection):
-                if protocol.state is ConnectionState.REMOTE_CLOSING:
-                    self._write(protocol.send(event.response()))
-                elif protocol.state is ConnectionState.OPEN:
-                    # wsproto reports a bad frame as a close nobody sent: fail.
-                    self._write(protocol.send(CloseConnection(event.code, event.reason)))
-                self._set_close(event.code, event.reason or "")
-                # The closing handshake is over: the server reads EOF next.
+            if not isinstance(event, Frame):
+                continue  # the 101 response
+            if event.opcode is Opcode.CLOSE:
+                close = protocol.close_rcvd
+                assert close is not None
+                self._set_close(close.code, close.reason)
+            elif event.opcode in _DATA_OPCODES and not self._take_frame(event):
+                break  # failed with 1007: the protocol discards the rest
+        failure = protocol.close_sent
+        if self._close_code is None and opened and failure is not None:
+            # The server broke the protocol (1002, 1007, ...): the client
+            # failed the connection with that code, as a close nobody sent.
+            self._set_close(failure.code, failure.reason)
+        self._flush()
+        if self._close_code is not None:
+            # The closing handshake is over: the server reads EOF next.
+            self._shutdown_write()
+
+    def _take_frame(self, frame: Frame) -> bool:
+        """Add a data frame to the message being received; queue the message
+        once complete. Return ``False`` if it is text and not UTF-8 (the
+        connection is then failed with 1007)."""
+        if frame.opcode is not Opcode.CONT:
+            self._fragments_text = frame.opcode is Opcode.TEXT
+        self._fragments.append(bytes(frame.data))
+        if not frame.fin:
+            return True
+        data, self._fragments = b"".join(self._fragments), []
+        if not self._fragments_text:
+            self._messages.append(data)
+            return True
+        try:
+            self._messages.append(data.decode())
+        except UnicodeDecodeError as exc:
+            reason = f"invalid UTF-8: {exc.reason} at position {exc.start}"
+            self._protocol.fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA, reason)
+            return False
+        return True
+
+    def _flush(self) -> None:
+        """Write what the protocol queued; its end-of-stream marker shuts
+        our side down."""
+        for data in self._protocol.data_to_send():
+            if data == SEND_EOF:
                 self._shutdown_write()
+            else:
+                self._write(data)
 
     def _recv(self, deadline: float) -> bytes:
         remaining = deadline - time.monotonic()
@@ -506,10 +547,8 @@ class WebSocketSession:
         return ConnectionClosedError(code, self._close_reason)
 
 
-def _parse_request_headers(request: bytes) -> list[tuple[str, str]]:
-    """The headers of the upgrade request wsproto wrote, as ``str`` pairs."""
-    parser = h11.Connection(h11.SERVER)
-    parser.receive_data(request)
-    event = parser.next_event()
-    assert isinstance(event, h11.Request)
-    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers]
+def _describe_handshake_error(exc: Exception) -> str:
+    """Why the client refused the server's 101 response."""
+    if isinstance(exc, InvalidHeader) and exc.name == "Sec-WebSocket-Accept" and exc.value:
+        return f"Sec-WebSocket-Accept {exc.value!r} is not the accept token of the key sent"
+    return str(exc)

@@ -31,7 +31,7 @@ import threading
 import time
 from typing import Any, Callable, Protocol
 
-from .channels import Channel, Closed
+from .channels import Channel
 
 __all__ = ["EOF", "Sender", "Wire"]
 
@@ -146,7 +146,7 @@ class Sender(Channel[Any]):
                 self._drop_queued()
             for chunk in chunks:
                 opcode = chunk[0] & _OPCODE if chunk else None
-                if opcode == _PING or opcode == _PONG:
+                if opcode in (_PING, _PONG):
                     self._control[opcode] = chunk
                 else:
                     self._outbox.append(chunk)
@@ -281,6 +281,7 @@ class Sender(Channel[Any]):
                 if chunk is None:
                     self._busy = False
                     return
+        assert chunk is not None  # every pass that took None returned
         with self.mutex:
             self._outbox.appendleft(chunk)
             self._start_thread()

@@ -406,6 +406,7 @@ def create_app(extension: bool = True) -> Flask:
     def publish(room: str) -> Any:
         hub = app.extensions["sockets_channels"].hub
         text, count = request.args.get("text", "m"), int(request.args.get("count", 1))
+        text *= int(request.args.get("repeat", 1))
         try:
             for index in range(count):
                 hub.publish(room, f"{text}-{index}" if count > 1 else text)

@@ -43,18 +43,20 @@ def make_app() -> Flask:
     @sockets.json_messages(PydanticStyle)
     def pydantic(receiver, sender, errors):  # type: ignore[no-untyped-def]
         for person in receiver:
-            person.age += 1
-            sender.put(person)
+            # A message that did not decode is on errors before the next
+            # one is on receiver: its error goes out first.
             while not errors.empty():
                 sender.put({"error": type(errors.get()).__name__})
+            person.age += 1
+            sender.put(person)
 
     @app.route("/optionals")
     @sockets.json_messages(Optionals)
     def optionals(receiver, sender, errors):  # type: ignore[no-untyped-def]
         for item in receiver:
-            sender.put(item)
             while not errors.empty():
                 sender.put({"error": type(errors.get()).__name__})
+            sender.put(item)
 
     @app.route("/any-json")
     @sockets.json_messages(object)
@@ -82,8 +84,8 @@ def test_pydantic_style_models_are_validated_and_dumped(client: WebSocketTestCli
         assert ws.receive_json() == {"name": "ann", "age": 41}
         ws.send_json({"name": "bob", "age": "old"})
         ws.send_json({"name": "cid", "age": 1})
-        assert ws.receive_json() == {"name": "cid", "age": 2}
         assert ws.receive_json() == {"error": "DecodeError"}
+        assert ws.receive_json() == {"name": "cid", "age": 2}
 
 
 def test_optional_dataclass_fields_accept_none_and_reject_wrong_types(
@@ -94,8 +96,8 @@ def test_optional_dataclass_fields_accept_none_and_reject_wrong_types(
         assert ws.receive_json() == {"name": "a", "note": None, "count": 3}
         ws.send_json({"name": "b", "note": 5})
         ws.send_json({"name": "c"})
-        assert ws.receive_json() == {"name": "c", "note": None, "count": None}
         assert ws.receive_json() == {"error": "DecodeError"}
+        assert ws.receive_json() == {"name": "c", "note": None, "count": None}
 
 
 def test_model_object_accepts_any_json_value(client: WebSocketTestClient) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import threading
 import time
@@ -23,7 +25,7 @@ from flask_sockets_channels.testing import HandshakeRejected, WebSocketTestClien
 from tests.conftest import wait_time
 
 T = wait_time(5)
-KEEPALIVE_THREAD = "flask-sockets-channels keepalive"
+TIMERS_THREAD = "flask-sockets-channels timers"
 
 
 def make_blueprint(websocket: bool) -> Blueprint:
@@ -114,6 +116,24 @@ def make_blueprint(websocket: bool) -> Blueprint:
         release.wait(T)
 
     return bp
+
+
+def raw_server_app(frames: bytes) -> Flask:
+    """An app whose one route accepts the handshake by hand and writes
+    ``frames`` after its 101, as a server that breaks the protocol would."""
+    app = Flask(__name__)
+
+    @app.route("/raw", websocket=True)
+    def raw() -> Response:
+        key = request.headers["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+        accept = base64.b64encode(hashlib.sha1(key.encode()).digest())
+        request.environ["werkzeug.socket"].sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n" + frames
+        )
+        return Response(status=101)
+
+    return app
 
 
 bp_records: list[tuple[int | None, str]] = []
@@ -387,6 +407,84 @@ def test_bad_accept_token_fails_the_handshake_with_1002() -> None:
     assert closed.value.code == 1002
 
 
+def test_101_without_upgrade_headers_fails_the_handshake_with_1002() -> None:
+    app = Flask(__name__)
+
+    @app.route("/fake", websocket=True)
+    def fake() -> Response:
+        request.environ["werkzeug.socket"].sendall(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+        return Response(status=101)
+
+    missing = "bad 101 response: missing Connection header"
+    with pytest.raises(ConnectionClosedError, match=missing) as closed:
+        WebSocketTestClient(app, timeout=T).connect("/fake")
+    assert closed.value.code == 1002
+
+
+def test_101_status_without_a_response_on_the_socket_fails_with_1006() -> None:
+    app = Flask(__name__)
+
+    @app.route("/silent", websocket=True)
+    def silent() -> Response:
+        return Response(status=101)
+
+    with pytest.raises(ConnectionClosedError, match="socket closed during the handshake") as closed:
+        WebSocketTestClient(app, timeout=T).connect("/silent")
+    assert closed.value.code == 1006
+
+
+def test_handshake_request_headers_reach_the_view() -> None:
+    app = Flask(__name__)
+
+    @app.route("/headers", websocket=True)
+    @sockets.json_messages(object, subprotocols=("chat",))
+    def headers(sender: sockets.Channel[Any]) -> None:
+        sender.put(dict(request.headers))
+
+    with WebSocketTestClient(app, timeout=T).connect("/headers", subprotocols=["chat"]) as ws:
+        received = ws.receive_json()
+    assert received["Upgrade"] == "websocket"
+    assert received["Connection"] == "Upgrade"
+    assert received["Sec-Websocket-Version"] == "13"
+    assert len(base64.b64decode(received["Sec-Websocket-Key"])) == 16
+    assert received["Sec-Websocket-Protocol"] == "chat"
+    assert received["Host"] == "localhost"
+
+
+def test_message_in_fragments_is_received_whole() -> None:
+    frames = b"\x01\x03abc\x00\x01d\x80\x02ef" + b"\x02\x01\x00\x80\x01\xff"
+    with WebSocketTestClient(raw_server_app(frames), timeout=T).connect("/raw") as ws:
+        assert ws.receive() == "abcdef"
+        assert ws.receive() == b"\x00\xff"
+
+
+def test_invalid_utf8_from_the_server_fails_with_1007() -> None:
+    client = WebSocketTestClient(raw_server_app(b"\x81\x02\xff\xfe"), timeout=T)
+    with client.connect("/raw") as ws, pytest.raises(ConnectionClosedError) as closed:
+        ws.receive()
+    assert closed.value.code == ws.close_code == 1007
+    assert "invalid UTF-8" in closed.value.reason
+
+
+def test_frame_that_breaks_the_protocol_fails_with_1002() -> None:
+    reserved_opcode = b"\x83\x00"
+    client = WebSocketTestClient(raw_server_app(reserved_opcode), timeout=T)
+    with client.connect("/raw") as ws, pytest.raises(ConnectionClosedError) as closed:
+        ws.receive()
+    assert closed.value.code == ws.close_code == 1002
+
+
+def test_close_with_a_code_that_cannot_be_sent_raises_value_error(
+    client: WebSocketTestClient,
+) -> None:
+    with client.connect("/ws/echo") as ws:
+        with pytest.raises(ValueError, match="1006"):
+            ws.close(1006)
+        ws.send("still open")
+        assert ws.receive() == "still open"
+    assert ws.close_code == 1000
+
+
 def test_app_that_does_not_answer_the_handshake_times_out() -> None:
     app = create_app()
     gate = threading.Event()
@@ -456,10 +554,10 @@ def test_no_thread_left_after_the_with_block(client: WebSocketTestClient) -> Non
         ws.send("x")
         assert ws.receive() == "x"
     left = [t for t in threading.enumerate() if t not in before]
-    # The process-wide keepalive scheduler ends by itself once no connection
+    # The process-wide timer thread (keepalive) ends by itself once no connection
     # is registered; it is not a thread of the session.
     for thread in left:
-        if thread.name == KEEPALIVE_THREAD:
+        if thread.name == TIMERS_THREAD:
             thread.join(T)
     assert [t.name for t in left if t.is_alive()] == []
 
