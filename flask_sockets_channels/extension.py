@@ -1,4 +1,5 @@
-"""The ``Sockets`` Flask extension: config, routing, registry, shutdown."""
+"""The ``Sockets`` Flask extension: config, routing, registry, limits,
+stats, shutdown."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from werkzeug.routing.exceptions import WebsocketMismatch
 from .exceptions import CloseCode
 from .handshake import NotUpgrade
 from .hub import Hub
-from .options import LOG_LEVEL_WARNING, resolve_options, unknown_config_keys
+from .limits import LIMITS_KEY, Limits, config_max_total
+from .options import LOG_LEVEL_WARNING, integer_limit, resolve_options, unknown_config_keys
 from .session import EXTENSION_KEY, is_socket_view
+from .stats import Snapshot, Stats
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response
@@ -38,16 +41,37 @@ class Sockets:
       ``SOCKETS_WRITE_WAIT``, ``SOCKETS_MAX_MESSAGE_SIZE``, ...);
     * a registry of open connections (:attr:`connections`) and
       :meth:`close_all` for a graceful shutdown;
+    * a limit on the open connections of all the app's socket views
+      together, in this process: ``max_total_connections`` (or the
+      ``SOCKETS_MAX_TOTAL_CONNECTIONS`` config key); past it a handshake is
+      answered 503 with ``Retry-After`` and nothing of the view runs;
+    * :meth:`stats`: what happened in this process (connections, refused
+      handshakes, messages, bytes, close codes, errors, the hub);
     * :attr:`hub`, made from ``SOCKETS_HUB_URL`` (``None``: in-process;
       ``redis://...``: across processes), so that one setting moves an app
       from one process to many.
 
     Stored in ``app.extensions["sockets_channels"]``.
+
+    Args:
+        app: The app to set up now, or ``None`` to call :meth:`init_app`
+            later.
+        max_total_connections: Open connections of all the socket views of
+            an app together, at most; it wins over
+            ``SOCKETS_MAX_TOTAL_CONNECTIONS``. ``None`` (the default): the
+            config key's value, or no limit. 0 refuses every handshake.
+
+    Raises:
+        ValueError: ``max_total_connections`` is not ``None`` or an integer
+            >= 0; see also :meth:`init_app`.
     """
 
-    def __init__(self, app: Flask | None = None) -> None:
-        self._lock = threading.Lock()  # guards _connections
-        self._connections: set[Connection] = set()
+    def __init__(
+        self, app: Flask | None = None, *, max_total_connections: int | None = None
+    ) -> None:
+        self._max_total = integer_limit("max_total_connections", max_total_connections, 0)
+        self._lock = threading.Lock()  # guards the hub's creation
+        self._stats = Stats()
         self._hub_url: str | None = None
         self._hub: Hub | None = None
         if app is not None:
@@ -63,9 +87,13 @@ class Sockets:
         self._hub_url = app.config.get("SOCKETS_HUB_URL")
         if self._hub_url is not None and not isinstance(self._hub_url, str):
             raise ValueError(f"SOCKETS_HUB_URL must be a URL or None, not {self._hub_url!r}")
+        max_total = config_max_total(app.config) if self._max_total is None else self._max_total
         for key in unknown_config_keys(app.config):
             options.log(LOG_LEVEL_WARNING, "unknown config key %s is ignored", key)
         app.extensions[EXTENSION_KEY] = self
+        app.extensions[LIMITS_KEY] = Limits(max_total)
+        if self._count_refusal not in app.after_request_funcs.get(None, []):
+            app.after_request(self._count_refusal)
         for view in app.view_functions.values():
             _check_view_options(app, view)
         for rule in app.url_map.iter_rules():
@@ -87,8 +115,26 @@ class Sockets:
     @property
     def connections(self) -> frozenset[Connection]:
         """The connections open now (a snapshot)."""
-        with self._lock:
-            return frozenset(self._connections)
+        return frozenset(self._stats.open_connections())
+
+    def stats(self) -> Snapshot:
+        """The figures of this process, as a new dict (a snapshot).
+
+        Keys: ``open`` (connections open now), ``open_by_endpoint``
+        (endpoint -> open connections), ``opened`` and ``closed`` (since
+        the start), ``rejected`` (HTTP status -> handshakes refused with
+        it: 403, 429, 503, 401 from an access check, ...), ``messages_in``,
+        ``messages_out``, ``bytes_in`` and ``bytes_out`` (payload bytes of
+        the messages, of open and closed connections), ``close_codes``
+        (close code -> connections that ended with it, 1006 when TCP died),
+        ``errors`` (type name -> errors put on ``errors``) and ``hub``
+        (``rooms`` and ``members`` in this process, ``published``,
+        ``delivered``, ``slow_consumers_closed``, ``reconnects``).
+
+        Takes a lock shared with the connections' bookkeeping (not with
+        their messages): do not call it from a signal handler.
+        """
+        return self._stats.snapshot(self._hub)
 
     def close_all(
         self, code: int = CloseCode.GOING_AWAY, reason: str = "", timeout: float | None = None
@@ -137,16 +183,31 @@ class Sockets:
 
         signal.signal(signal.SIGTERM, on_sigterm)
 
-    def track(self, connection: Connection) -> None:
-        """Add ``connection`` to the registry until it is done."""
-        with self._lock:
-            self._connections.add(connection)
-        connection.on_done(self.untrack)
+    def track(self, connection: Connection, endpoint: str) -> None:
+        """Add ``connection``, of view ``endpoint``, to the registry (the
+        library calls it once the connection is admitted, before its 101)."""
+        self._stats.opened(connection, endpoint)
 
     def untrack(self, connection: Connection) -> None:
-        """Remove ``connection`` from the registry."""
-        with self._lock:
-            self._connections.discard(connection)
+        """Remove ``connection`` from the registry and count it as closed
+        (the library calls it when the connection is done); idempotent."""
+        self._stats.closed(connection)
+
+    def record_error(self, error: BaseException) -> None:
+        """Count ``error``, put on a connection's ``errors``, in
+        :meth:`stats` (the library calls it)."""
+        self._stats.record_error(error)
+
+    def _count_refusal(self, response: Response) -> Response:
+        """``after_request``: count an upgrade request answered with an HTTP
+        error, whatever refused it (the handshake, a limit, an access
+        check in ``before_request`` or a decorator, routing)."""
+        if (
+            response.status_code >= 400
+            and request.headers.get("Upgrade", "").lower() == "websocket"
+        ):
+            self._stats.record_rejection(response.status_code)
+        return response
 
 
 def _check_view_options(app: Flask, view: object) -> None:

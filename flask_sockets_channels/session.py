@@ -15,7 +15,7 @@ from flask.signals import request_started
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.routing.exceptions import WebsocketMismatch
 
-from . import handshake, servers
+from . import handshake, limits, servers
 from .channels import Closed
 from .connection import Codec, Connection
 from .options import LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options, resolve_options
@@ -137,9 +137,9 @@ def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
         path=request.path,
         subprotocol=accepted.subprotocol,
     )
-    registry = app.extensions.get(EXTENSION_KEY)
-    if registry is not None:
-        registry.track(connection)
+    # Past a connection limit: 503 / 429 here, before the 101; the place is
+    # given back when the connection is done.
+    slot = limits.admit(app, options, connection, app.extensions.get(EXTENSION_KEY))
     try:
         connection.start(accepted.response, taken.buffered)
     except OSError as exc:
@@ -147,8 +147,7 @@ def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
             LOG_LEVEL_INFO, "%s: client left during the handshake: %s", connection.name, exc
         )
         connection.abort()
-        if registry is not None:
-            registry.untrack(connection)
+        slot.release()
         return servers.finished_response()
     injected = {
         name: connection if name == "connection" else getattr(connection, name)

@@ -3,14 +3,28 @@ rate limit, and a thread budget that plain HTTP keeps a share of."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 from flask import Flask
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.http11 import Response
+from websockets.sync.client import ClientConnection, connect
 
 import flask_sockets_channels as sockets
-from flask_sockets_channels import Options
+from flask_sockets_channels import Options, limits
+from flask_sockets_channels.testing import HandshakeRejected, WebSocketTestClient
+from tests.capacity_app import create_app
+from tests.conftest import Server, gunicorn_server, serve_app, wait_time
 
 # -- options ----------------------------------------------------------------
 
@@ -99,3 +113,271 @@ def test_invalid_limit_in_config_raises_at_init_app() -> None:
     app.config["SOCKETS_MAX_CONNECTIONS"] = -5
     with pytest.raises(ValueError, match="max_connections"):
         sockets.Sockets(app)
+
+
+# -- connection limits on real servers ----------------------------------------
+
+T = wait_time(5)
+MAX_TOTAL = 5  # the capacity app's max_total_connections in these tests
+
+
+@pytest.fixture(scope="module", params=["werkzeug", "gunicorn"])
+def cap_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The capacity app, with ``max_total_connections=MAX_TOTAL``."""
+    log_path = tmp_path_factory.mktemp("cap-" + request.param) / "server.log"
+    if request.param == "werkzeug":
+        server = serve_app(create_app(max_total=MAX_TOTAL, log_path=str(log_path)), log_path)
+    else:
+        server = gunicorn_server(
+            log_path,
+            app_spec="tests.capacity_app:create_app()",
+            env={"FSC_CAP_MAX_TOTAL": str(MAX_TOTAL)},
+        )
+    with server as running:
+        yield running
+
+
+@contextlib.contextmanager
+def open_ready(server: Server, path: str, source: str = "127.0.0.1") -> Iterator[ClientConnection]:
+    """A connection from ``source`` (any 127.x address works on loopback)
+    whose view has started (it sent "ready")."""
+    with (
+        contextlib.closing(_socket_from(server, source)) as sock,
+        _connect(server, path, sock) as ws,
+    ):
+        assert ws.recv(timeout=T) == "ready"
+        yield ws
+
+
+def refusal(server: Server, path: str, source: str = "127.0.0.1") -> Response:
+    """The HTTP response that refused a handshake from ``source``."""
+    with contextlib.closing(_socket_from(server, source)) as sock:
+        try:
+            with _connect(server, path, sock):
+                pass
+        except InvalidStatus as exc:
+            return exc.response
+    raise AssertionError(f"{path}: the handshake was accepted; a refusal was expected")
+
+
+def _socket_from(server: Server, source: str) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), T, source_address=(source, 0))
+
+
+def _connect(server: Server, path: str, sock: socket.socket | None = None) -> ClientConnection:
+    return connect(f"{server.ws}{path}", sock=sock, open_timeout=T, proxy=None)
+
+
+def wait_idle(server: Server) -> None:
+    """Wait until every connection the server has open is done."""
+    status, body = server.get(f"/_wait_idle?timeout={T}", timeout=T + 5)
+    assert status == 200, "connections still open on the server"
+    assert json.loads(body) == 0
+
+
+def server_stats(server: Server) -> dict[str, Any]:
+    return json.loads(server.get("/_stats")[1])  # type: ignore[no-any-return]
+
+
+def test_past_max_connections_the_handshake_is_503_with_retry_after(cap_server: Server) -> None:
+    with contextlib.ExitStack() as stack:
+        for _ in range(3):
+            stack.enter_context(open_ready(cap_server, "/held"))
+        runs = server_stats(cap_server)["view_runs"]["held"]
+        response = refusal(cap_server, "/held")
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == str(limits.RETRY_AFTER)
+        assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert response.body == b"503 Service Unavailable: too many connections; try again later\n"
+        assert server_stats(cap_server)["view_runs"]["held"] == runs  # the view did not run
+    wait_idle(cap_server)
+    log = cap_server.wait_log("handshake refused (503): held is at max_connections=3")
+    assert "Traceback" not in log
+
+
+def test_past_max_connections_per_client_the_handshake_is_429(cap_server: Server) -> None:
+    with contextlib.ExitStack() as stack:
+        for _ in range(2):
+            stack.enter_context(open_ready(cap_server, "/per-client"))
+        response = refusal(cap_server, "/per-client")
+        assert response.status_code == 429
+        assert response.headers["Retry-After"] == str(limits.RETRY_AFTER)
+        assert response.body.startswith(b"429 Too Many Requests: this client has 2 connections")
+        # Another client still gets in.
+        stack.enter_context(open_ready(cap_server, "/per-client", source="127.0.0.2"))
+    wait_idle(cap_server)
+    cap_server.wait_log(
+        "handshake refused (429): client 127.0.0.1 is at max_connections_per_client=2"
+    )
+
+
+def test_max_total_connections_counts_every_view_together(cap_server: Server) -> None:
+    with contextlib.ExitStack() as stack:
+        for _ in range(3):
+            stack.enter_context(open_ready(cap_server, "/held"))
+        for _ in range(MAX_TOTAL - 3):
+            stack.enter_context(open_ready(cap_server, "/crowd"))
+        # /crowd has no limit of its own, /per-client is under its own:
+        # the app's total refuses both.
+        assert refusal(cap_server, "/crowd").status_code == 503
+        assert refusal(cap_server, "/per-client", source="127.0.0.3").status_code == 503
+    wait_idle(cap_server)
+    cap_server.wait_log("handshake refused (503): the app is at max_total_connections=5")
+    with open_ready(cap_server, "/crowd"):
+        pass
+
+
+def test_a_client_over_its_own_limit_gets_429_even_when_the_server_is_full(
+    cap_server: Server,
+) -> None:
+    with contextlib.ExitStack() as stack:
+        for _ in range(2):
+            stack.enter_context(open_ready(cap_server, "/per-client"))
+        for _ in range(MAX_TOTAL - 2):
+            stack.enter_context(open_ready(cap_server, "/held"))
+        assert refusal(cap_server, "/per-client").status_code == 429
+        assert refusal(cap_server, "/per-client", source="127.0.0.2").status_code == 503
+    wait_idle(cap_server)
+
+
+def _end_by_client_close(ws: ClientConnection) -> None:
+    ws.close()
+
+
+def _end_by_view_return(ws: ClientConnection) -> None:
+    ws.send("return")
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=T)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+
+
+def _end_by_view_raising(ws: ClientConnection) -> None:
+    ws.send("raise")
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=T)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+
+
+def _end_by_message_too_big(ws: ClientConnection) -> None:
+    ws.send("x" * 17)  # max_message_size=16
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=T)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+def _end_by_reset(ws: ClientConnection) -> None:
+    ws.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    ws.socket.close()  # RST, no close frame
+
+
+@pytest.mark.parametrize(
+    "end",
+    [
+        _end_by_client_close,
+        _end_by_view_return,
+        _end_by_view_raising,
+        _end_by_message_too_big,
+        _end_by_reset,
+    ],
+)
+def test_the_place_is_given_back_when_the_connection_is_done(
+    cap_server: Server, end: Callable[[ClientConnection], None]
+) -> None:
+    with open_ready(cap_server, "/one") as ws:
+        assert refusal(cap_server, "/one").status_code == 503
+        end(ws)
+    wait_idle(cap_server)
+    with open_ready(cap_server, "/one") as again:
+        again.send("still echoes")
+        assert again.recv(timeout=T) == "still echoes"
+    wait_idle(cap_server)
+
+
+def test_two_handshakes_never_both_take_the_last_place(cap_server: Server) -> None:
+    attempts = 12
+    start = threading.Barrier(attempts)
+    accepted: list[ClientConnection] = []
+    statuses: list[int] = []
+    lock = threading.Lock()
+    stack = contextlib.ExitStack()
+
+    def attempt() -> None:
+        start.wait(T)
+        try:
+            ws = _connect(cap_server, "/held")
+        except InvalidStatus as exc:
+            with lock:
+                statuses.append(exc.response.status_code)
+        else:
+            with lock:
+                accepted.append(stack.enter_context(ws))
+
+    threads = [threading.Thread(target=attempt) for _ in range(attempts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(T * 2)
+    try:
+        assert not [t for t in threads if t.is_alive()]
+        assert len(accepted) == 3
+        assert statuses == [503] * (attempts - 3)
+    finally:
+        stack.close()
+    wait_idle(cap_server)
+
+
+def test_view_limit_works_without_the_extension(tmp_path: Path) -> None:
+    app = Flask(__name__)
+
+    @app.route("/solo", websocket=True)
+    @sockets.messages(max_connections=1)
+    def solo(sender: Any, receiver: Any) -> None:
+        sender.put("ready")
+        for _ in receiver:
+            pass
+
+    with serve_app(app, tmp_path / "log") as server:
+        with open_ready(server, "/solo"):
+            assert refusal(server, "/solo").status_code == 503
+        deadline = time.monotonic() + T
+        # No registry to wait on without the extension: retry until the
+        # place is free, which it must be soon after the close.
+        while True:
+            try:
+                with open_ready(server, "/solo"):
+                    pass
+                break
+            except InvalidStatus:
+                assert time.monotonic() < deadline, "the place was never given back"
+
+
+def test_test_client_sees_the_refusal_with_its_body() -> None:
+    app = create_app(max_total=0)
+    client = WebSocketTestClient(app)
+    with pytest.raises(HandshakeRejected) as rejected:
+        client.connect("/echo")
+    assert rejected.value.status == 503
+    assert rejected.value.headers["Retry-After"] == str(limits.RETRY_AFTER)
+    assert rejected.value.body == "503 Service Unavailable: too many connections; try again later\n"
+
+
+def test_invalid_max_total_connections_raises() -> None:
+    with pytest.raises(ValueError, match="max_total_connections"):
+        sockets.Sockets(max_total_connections=-1)
+    app = Flask(__name__)
+    app.config["SOCKETS_MAX_TOTAL_CONNECTIONS"] = "lots"
+    with pytest.raises(ValueError, match="SOCKETS_MAX_TOTAL_CONNECTIONS"):
+        sockets.Sockets(app)
+
+
+def test_max_total_connections_argument_wins_over_config() -> None:
+    app = Flask(__name__)
+    app.config["SOCKETS_MAX_TOTAL_CONNECTIONS"] = 100
+    sockets.Sockets(app, max_total_connections=7)
+    assert limits.limits_for(app).max_total == 7
+    other = Flask(__name__)
+    other.config["SOCKETS_MAX_TOTAL_CONNECTIONS"] = 100
+    sockets.Sockets(other)
+    assert limits.limits_for(other).max_total == 100
