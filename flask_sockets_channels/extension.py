@@ -3,16 +3,19 @@ stats, shutdown."""
 
 from __future__ import annotations
 
+import _thread
+import logging
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
 from flask import Flask, request
 from werkzeug.routing import Rule
 from werkzeug.routing.exceptions import WebsocketMismatch
 
-from .exceptions import CloseCode
+from .exceptions import CloseCode, is_sendable_code
 from .handshake import NotUpgrade
 from .hub import Hub
 from .limits import LIMITS_KEY, Limits, config_max_total
@@ -24,6 +27,8 @@ if TYPE_CHECKING:
     from werkzeug.wrappers import Response
 
     from .connection import Connection
+
+logger = logging.getLogger("flask_sockets_channels")
 
 __all__ = ["Sockets"]
 
@@ -140,23 +145,31 @@ class Sockets:
         self, code: int = CloseCode.GOING_AWAY, reason: str = "", timeout: float | None = None
     ) -> bool:
         """Close every open connection with ``code`` (1001 by default), after
-        what their views already put on ``sender``. Never blocks unless
-        ``timeout`` is given: then wait up to ``timeout`` seconds for them to
-        end, cut TCP of those still open, and return whether all ended in
-        time. The hub's listener thread (if any) stops too.
+        what their views already put on ``sender``, and stop the hub's
+        listener thread (if any).
 
-        Call it when the process is told to stop, e.g. on SIGTERM (see
-        :meth:`install_sigterm_handler`).
+        Without ``timeout`` it returns at once: the closes are started by a
+        new thread, so that it takes no lock and waits for nothing here. That
+        makes it safe in a signal handler (see
+        :meth:`install_sigterm_handler`), which may have interrupted a thread
+        holding any lock. With ``timeout`` it closes in the calling thread
+        and waits up to ``timeout`` seconds for the connections to end, cuts
+        TCP of those still open, and returns whether all ended in time.
+
+        Raises:
+            ValueError: ``code`` may not be sent in a close frame, or
+                ``reason`` is longer than 123 bytes of UTF-8.
         """
-        connections = self.connections
-        for connection in connections:
-            connection.close(code, reason)
-        with self._lock:
-            hub = self._hub
-        if hub is not None:
-            hub.close()
+        if not isinstance(code, int) or not is_sendable_code(code):
+            raise ValueError(f"close code {code!r} may not be sent in a close frame")
+        if not isinstance(reason, str) or len(reason.encode()) > 123:
+            raise ValueError("close reason must be a str of at most 123 bytes of UTF-8")
+        connections = self._stats.open_connections()
+        hub = self._hub
         if timeout is None:
+            _in_new_thread(lambda: _close(connections, hub, code, reason))
             return True
+        _close(connections, hub, code, reason)
         deadline = time.monotonic() + timeout
         all_done = True
         for connection in connections:
@@ -208,6 +221,44 @@ class Sockets:
         ):
             self._stats.record_rejection(response.status_code)
         return response
+
+
+def _close(connections: Sequence[Connection], hub: Hub | None, code: int, reason: str) -> None:
+    for connection in connections:
+        connection.close(code, reason)
+    if hub is not None:
+        try:
+            hub.close()
+        except Exception:
+            logger.error("close_all: stopping the hub failed", exc_info=True)
+
+
+def _in_new_thread(work: Callable[[], None]) -> None:
+    """Run ``work`` in a new thread; safe in a signal handler.
+
+    ``threading.Thread.start()`` takes ``threading``'s own lock, which the
+    thread a signal interrupted may hold (gunicorn's main thread starts pool
+    threads): there it would deadlock. ``_thread.start_new_thread`` takes no
+    lock of Python code, so a first thread is started with it and starts the
+    real one, waiting, if need be, for that lock to be released.
+    """
+
+    def start() -> None:
+        try:
+            # daemon given, so that Thread() does not call current_thread(),
+            # which would register this thread (unknown to `threading`) for
+            # good.
+            thread = threading.Thread(
+                target=work, name="flask-sockets-channels close_all", daemon=True
+            )
+            thread.start()
+        except RuntimeError:  # no thread can be started: do it here
+            work()
+
+    try:
+        _thread.start_new_thread(start, ())
+    except RuntimeError:
+        work()
 
 
 def _check_view_options(app: Flask, view: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import socket
 import struct
 import threading
@@ -24,7 +25,7 @@ import flask_sockets_channels as sockets
 from flask_sockets_channels import Options, limits
 from flask_sockets_channels.testing import HandshakeRejected, WebSocketTestClient
 from tests.capacity_app import create_app
-from tests.conftest import Server, gunicorn_server, serve_app, wait_time
+from tests.conftest import Server, gunicorn_server, redis_server, serve_app, wait_time
 
 # -- options ----------------------------------------------------------------
 
@@ -381,3 +382,127 @@ def test_max_total_connections_argument_wins_over_config() -> None:
     other.config["SOCKETS_MAX_TOTAL_CONNECTIONS"] = 100
     sockets.Sockets(other)
     assert limits.limits_for(other).max_total == 100
+
+
+# -- shutdown: close_all() in a signal handler --------------------------------
+
+
+@contextlib.contextmanager
+def failing_if_blocked(seconds: float) -> Iterator[None]:
+    """Interrupt the main thread with an error if it is still inside the
+    block after ``seconds``: a lock acquired in a signal handler that the
+    interrupted code holds would otherwise hang the test for ever (a lock
+    wait is interrupted by a signal whose handler raises)."""
+
+    def blocked(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"still blocked after {seconds} s (deadlock in the signal handler?)")
+
+    previous = signal.signal(signal.SIGUSR2, blocked)
+    main = threading.main_thread().ident
+    assert main is not None
+    watchdog = threading.Timer(seconds, signal.pthread_kill, (main, signal.SIGUSR2))
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.cancel()
+        watchdog.join(T)
+        signal.signal(signal.SIGUSR2, previous)
+
+
+def call_in_signal_handler(function: Callable[[], object], held: list[Any]) -> float:
+    """Run ``function`` in a SIGUSR1 handler that interrupts this (the main)
+    thread while it holds every lock in ``held``; return how long it took."""
+    took: list[float] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        started = time.monotonic()
+        function()
+        took.append(time.monotonic() - started)
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        with failing_if_blocked(T), contextlib.ExitStack() as locks:
+            for lock in held:
+                locks.enter_context(lock)
+            signal.raise_signal(signal.SIGUSR1)  # the handler runs before this returns
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert len(took) == 1
+    return took[0]
+
+
+def _hub_member_app(hub_url: str | None = None) -> tuple[Flask, sockets.Sockets]:
+    app = Flask(__name__)
+    app.config["SOCKETS_HUB_URL"] = hub_url
+    ext = sockets.Sockets(app)
+
+    @app.route("/member")
+    @sockets.messages()
+    def member(receiver: Any, sender: Any) -> None:
+        with ext.hub.join("room", sender):
+            sender.put("ready")
+            for _ in receiver:
+                pass
+
+    return app, ext
+
+
+def test_close_all_in_a_signal_handler_takes_no_lock_the_interrupted_thread_may_hold(
+    tmp_path: Path,
+) -> None:
+    app, ext = _hub_member_app()
+    with serve_app(app, tmp_path / "log") as server, contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(open_ready(server, "/member")) for _ in range(3)]
+        connection = next(iter(ext.connections))
+        held = [
+            ext._lock,  # the extension's
+            ext._stats._lock,  # the registry's
+            ext.hub._lock,  # the hub's
+            connection.sender.mutex,  # a connection's channel
+            # threading's own, held while any thread is being started (as
+            # gunicorn's main thread starts its pool threads)
+            threading._active_limbo_lock,  # type: ignore[attr-defined]
+        ]
+        took = call_in_signal_handler(ext.close_all, held)
+        assert took < 0.5
+        for ws in clients:
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=T)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        for connection in list(ext.connections):
+            assert connection.wait_closed(T)
+    # Started from a thread unknown to `threading`, the closing thread left
+    # no dummy Thread behind, and it has ended.
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("Dummy")]
+    deadline = time.monotonic() + T
+    while [t for t in threading.enumerate() if t.name.endswith("close_all")]:
+        assert time.monotonic() < deadline, "the close_all thread did not end"
+        time.sleep(0.01)  # a thread offers no event for "ended" but join, and it is not ours
+
+
+def test_close_all_in_a_signal_handler_does_not_wait_for_the_hub_listener(
+    tmp_path: Path,
+) -> None:
+    with redis_server() as redis:
+        app, ext = _hub_member_app(redis.url)
+        with serve_app(app, tmp_path / "log") as server, open_ready(server, "/member") as ws:
+            assert ext.hub.wait_ready(T)
+            listener = next(t for t in threading.enumerate() if t.name.endswith(" hub"))
+            took = call_in_signal_handler(ext.close_all, [])
+            # The listener polls its stop flag every 0.5 s: joining it
+            # would have taken up to that long.
+            assert took < 0.05
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=T)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+            listener.join(T)
+            assert not listener.is_alive()
+
+
+def test_close_all_rejects_an_unsendable_code_at_once() -> None:
+    ext = sockets.Sockets()
+    with pytest.raises(ValueError, match="1006"):
+        ext.close_all(1006)
+    with pytest.raises(ValueError, match="123 bytes"):
+        ext.close_all(1001, "x" * 124)
