@@ -3,7 +3,8 @@ process) and gunicorn (``tests.capacity_app:create_app()``).
 
 Settings come from arguments, or, under gunicorn, from the environment:
 ``FSC_CAP_MAX_TOTAL`` (``Sockets(app, max_total_connections=...)``) and
-``FSC_CAP_METRICS=1`` (register the Prometheus collector, serve /metrics).
+``FSC_CAP_METRICS=1`` (register the Prometheus metrics, serve /metrics) and
+``FSC_CAP_METRICS_INTERVAL`` (seconds between copies in multi-process mode).
 """
 
 from __future__ import annotations
@@ -110,6 +111,14 @@ def create_app(
         for message in receiver:
             sender.put(message)
 
+    @app.route("/member")
+    @sockets.messages()
+    def member(receiver: Any, sender: Any) -> None:
+        with ext.hub.join("lobby", sender):
+            sender.put("ready")
+            for _ in receiver:
+                pass
+
     @app.route("/rate")
     @sockets.messages(rate_limit=(200, 1.0), recv_channel_buffer=10)
     def rate(receiver: Any, sender: Any) -> None:
@@ -117,15 +126,26 @@ def create_app(
             sender.put(message)
 
     if metrics:
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        from prometheus_client import (
+            CONTENT_TYPE_LATEST,
+            CollectorRegistry,
+            generate_latest,
+            multiprocess,
+        )
 
         from flask_sockets_channels import metrics as fsc_metrics
 
+        interval = float(os.environ.get("FSC_CAP_METRICS_INTERVAL", "5"))
         registry = CollectorRegistry()
-        fsc_metrics.register(ext, registry)
+        exporter = fsc_metrics.register(ext, registry, interval=interval)
 
         @app.route("/metrics")
         def scrape() -> Response:
+            if isinstance(exporter, fsc_metrics.MultiProcessExporter):
+                # Multi-process mode: every worker's files, read afresh.
+                scraped = CollectorRegistry()
+                multiprocess.MultiProcessCollector(scraped)  # type: ignore[no-untyped-call]
+                return Response(generate_latest(scraped), content_type=CONTENT_TYPE_LATEST)
             return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
     return app
