@@ -342,10 +342,12 @@ def test_two_handshakes_never_both_take_the_last_place(cap_server: Server) -> No
 
 def test_view_limit_works_without_the_extension(tmp_path: Path) -> None:
     app = Flask(__name__)
+    done_events: list[threading.Event] = []
 
     @app.route("/solo", websocket=True)
     @sockets.messages(max_connections=1)
-    def solo(sender: Any, receiver: Any) -> None:
+    def solo(sender: Any, receiver: Any, done: threading.Event) -> None:
+        done_events.append(done)
         sender.put("ready")
         for _ in receiver:
             pass
@@ -353,16 +355,11 @@ def test_view_limit_works_without_the_extension(tmp_path: Path) -> None:
     with serve_app(app, tmp_path / "log") as server:
         with open_ready(server, "/solo"):
             assert refusal(server, "/solo").status_code == 503
-        deadline = time.monotonic() + T
-        # No registry to wait on without the extension: retry until the
-        # place is free, which it must be soon after the close.
-        while True:
-            try:
-                with open_ready(server, "/solo"):
-                    pass
-                break
-            except InvalidStatus:
-                assert time.monotonic() < deadline, "the place was never given back"
+        # The place is given back before `done` is set.
+        assert done_events[0].wait(T)
+        with open_ready(server, "/solo"):
+            pass
+        assert done_events[1].wait(T)
 
 
 def test_test_client_sees_the_refusal_with_its_body() -> None:
@@ -632,10 +629,13 @@ def test_rate_limit_slows_a_flood_and_drops_nothing(tmp_path: Path) -> None:
         sender = threading.Thread(target=flood)
         sender.start()
         try:
-            received = [ws.recv(timeout=T) for _ in range(count)]
+            # The reader may hand over what one read brought in at once, after
+            # waiting for the rate to allow all of it: seconds between two
+            # messages are fine, only the total counts.
+            received = [ws.recv(timeout=wait_time(15)) for _ in range(count)]
         finally:
             sender.join(wait_time(30))
         elapsed = time.monotonic() - started
     assert not sender.is_alive()
     assert received == [str(index) for index in range(count)]
-    assert elapsed >= 9
+    assert 9 <= elapsed < wait_time(30)
