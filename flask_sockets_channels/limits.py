@@ -39,8 +39,8 @@ __all__ = [
     "Registry",
     "ServerFull",
     "Slot",
-    "admit",
     "limits_for",
+    "reserve",
 ]
 
 #: Where an app's :class:`Limits` is kept in ``app.extensions``.
@@ -181,8 +181,8 @@ class Slot:
         self._registry: Registry | None = None
 
     def attach(self, connection: Connection, registry: Registry | None) -> None:
-        """Count ``connection`` in ``registry`` (if any) and give the place
-        back once it is done (``on_done``)."""
+        """Count ``connection`` in ``registry`` (the ``Sockets`` extension,
+        if any) and give the place back once it is done (``on_done``)."""
         self._connection, self._registry = connection, registry
         if registry is not None:
             registry.track(connection, self.endpoint)
@@ -233,11 +233,11 @@ def config_max_total(config: Any) -> int | None:
     )
 
 
-def admit(app: Flask, options: Options, connection: Connection, registry: Registry | None) -> Slot:
-    """Admit ``connection``, made for the current request, under the limits
-    of ``app`` and ``options``, before its 101 is written; count it in
-    ``registry``. Its place is given back when it is done; the caller calls
-    :meth:`Slot.release` if it never starts.
+def reserve(app: Flask, options: Options) -> Slot:
+    """Take a place for the current request's connection under the limits
+    of ``app`` and ``options``, before its socket is taken; then
+    :meth:`Slot.attach` the connection (or :meth:`Slot.release` the place if
+    there will be none).
 
     Raises:
         ClientLimitReached: 429.
@@ -245,6 +245,5 @@ def admit(app: Flask, options: Options, connection: Connection, registry: Regist
         ValueError: ``SOCKETS_MAX_TOTAL_CONNECTIONS`` is invalid (an app
             without the extension).
     """
-    slot = limits_for(app).reserve(request.endpoint or request.path, request.remote_addr, options)
-    slot.attach(connection, registry)
-    return slot
+    endpoint = request.endpoint or request.path
+    return limits_for(app).reserve(endpoint, request.remote_addr, options)

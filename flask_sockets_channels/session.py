@@ -123,9 +123,13 @@ def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
     if rule is not None and not rule.websocket:
         spec.hint_misrouted(app, options)
     accepted = handshake.accept(request, options)
+    # Past a connection limit: 503 / 429 here, while an HTTP response can
+    # still be sent; the place is given back when the connection is done.
+    slot = limits.reserve(app, options)
     try:
         taken = servers.take_socket(request.environ)
     except servers.UnsupportedServer as exc:
+        slot.release()
         options.log(LOG_LEVEL_ERROR, "%s", exc)
         raise InternalServerError(str(exc)) from exc
     connection = Connection(
@@ -137,9 +141,7 @@ def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
         path=request.path,
         subprotocol=accepted.subprotocol,
     )
-    # Past a connection limit: 503 / 429 here, before the 101; the place is
-    # given back when the connection is done.
-    slot = limits.admit(app, options, connection, app.extensions.get(EXTENSION_KEY))
+    slot.attach(connection, app.extensions.get(EXTENSION_KEY))
     try:
         connection.start(accepted.response, taken.buffered)
     except OSError as exc:

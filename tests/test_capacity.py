@@ -362,6 +362,26 @@ def test_view_limit_works_without_the_extension(tmp_path: Path) -> None:
         assert done_events[1].wait(T)
 
 
+def test_the_place_is_given_back_when_the_server_has_no_socket_to_take() -> None:
+    app = Flask(__name__)
+    sockets.Sockets(app)
+
+    @app.route("/solo")
+    @sockets.messages(max_connections=1)
+    def solo(sender: Any) -> None:
+        sender.put("never")
+
+    upgrade = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
+    http = app.test_client()  # a WSGI environ without the client's socket
+    assert [http.get("/solo", headers=upgrade).status_code for _ in range(2)] == [500, 500]
+    assert limits.limits_for(app).open_count() == 0
+
+
 def test_test_client_sees_the_refusal_with_its_body() -> None:
     app = create_app(max_total=0)
     client = WebSocketTestClient(app)
