@@ -144,9 +144,10 @@ class Limits:
             else:
                 self._total += 1
                 self._by_view[endpoint] = open_by_view + 1
-                if client:
-                    self._by_client[client_key] = open_by_client + 1
-                return Slot(self, endpoint, client_key if client else None)
+                if per_client is None:  # the view's options never change: no count needed
+                    return Slot(self, endpoint, None)
+                self._by_client[client_key] = open_by_client + 1
+                return Slot(self, endpoint, client_key)
         options.log(LOG_LEVEL_WARNING, "handshake refused (%d): %s", refusal.code, why)
         raise refusal
 
