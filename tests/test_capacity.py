@@ -641,7 +641,7 @@ def _reader_enforces_rate_limit() -> bool:
 @pytest.mark.xfail(
     not _reader_enforces_rate_limit(),
     reason="DEPENDS ON THE READER CHANGE: Options.rate_limit is enforced by the "
-    "connection's reader (connection rewrite), not merged yet",
+    "connection's reader, which this connection does not do yet",
     strict=True,
 )
 def test_rate_limit_slows_a_flood_and_drops_nothing(tmp_path: Path) -> None:
