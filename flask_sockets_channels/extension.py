@@ -1,26 +1,34 @@
-"""The ``Sockets`` Flask extension: config, routing, registry, shutdown."""
+"""The ``Sockets`` Flask extension: config, routing, registry, limits,
+stats, shutdown."""
 
 from __future__ import annotations
 
+import _thread
+import logging
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
 from flask import Flask, request
 from werkzeug.routing import Rule
 from werkzeug.routing.exceptions import WebsocketMismatch
 
-from .exceptions import CloseCode
+from .exceptions import CloseCode, is_sendable_code
 from .handshake import NotUpgrade
 from .hub import Hub
-from .options import LOG_LEVEL_WARNING, resolve_options, unknown_config_keys
+from .limits import LIMITS_KEY, Limits, config_max_total
+from .options import LOG_LEVEL_WARNING, integer_limit, resolve_options, unknown_config_keys
 from .session import EXTENSION_KEY, is_socket_view
+from .stats import Snapshot, Stats
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response
 
     from .connection import Connection
+
+logger = logging.getLogger("flask_sockets_channels")
 
 __all__ = ["Sockets"]
 
@@ -38,16 +46,37 @@ class Sockets:
       ``SOCKETS_WRITE_WAIT``, ``SOCKETS_MAX_MESSAGE_SIZE``, ...);
     * a registry of open connections (:attr:`connections`) and
       :meth:`close_all` for a graceful shutdown;
+    * a limit on the open connections of all the app's socket views
+      together, in this process: ``max_total_connections`` (or the
+      ``SOCKETS_MAX_TOTAL_CONNECTIONS`` config key); past it a handshake is
+      answered 503 with ``Retry-After`` and nothing of the view runs;
+    * :meth:`stats`: what happened in this process (connections, refused
+      handshakes, messages, bytes, close codes, errors, the hub);
     * :attr:`hub`, made from ``SOCKETS_HUB_URL`` (``None``: in-process;
       ``redis://...``: across processes), so that one setting moves an app
       from one process to many.
 
     Stored in ``app.extensions["sockets_channels"]``.
+
+    Args:
+        app: The app to set up now, or ``None`` to call :meth:`init_app`
+            later.
+        max_total_connections: Open connections of all the socket views of
+            an app together, at most; it wins over
+            ``SOCKETS_MAX_TOTAL_CONNECTIONS``. ``None`` (the default): the
+            config key's value, or no limit. 0 refuses every handshake.
+
+    Raises:
+        ValueError: ``max_total_connections`` is not ``None`` or an integer
+            >= 0; see also :meth:`init_app`.
     """
 
-    def __init__(self, app: Flask | None = None) -> None:
-        self._lock = threading.Lock()  # guards _connections
-        self._connections: set[Connection] = set()
+    def __init__(
+        self, app: Flask | None = None, *, max_total_connections: int | None = None
+    ) -> None:
+        self._max_total = integer_limit("max_total_connections", max_total_connections, 0)
+        self._lock = threading.Lock()  # guards the hub's creation
+        self._stats = Stats()
         self._hub_url: str | None = None
         self._hub: Hub | None = None
         if app is not None:
@@ -63,9 +92,13 @@ class Sockets:
         self._hub_url = app.config.get("SOCKETS_HUB_URL")
         if self._hub_url is not None and not isinstance(self._hub_url, str):
             raise ValueError(f"SOCKETS_HUB_URL must be a URL or None, not {self._hub_url!r}")
+        max_total = config_max_total(app.config) if self._max_total is None else self._max_total
         for key in unknown_config_keys(app.config):
             options.log(LOG_LEVEL_WARNING, "unknown config key %s is ignored", key)
         app.extensions[EXTENSION_KEY] = self
+        app.extensions[LIMITS_KEY] = Limits(max_total)
+        if self._count_refusal not in app.after_request_funcs.get(None, []):
+            app.after_request(self._count_refusal)
         for view in app.view_functions.values():
             _check_view_options(app, view)
         for rule in app.url_map.iter_rules():
@@ -87,30 +120,56 @@ class Sockets:
     @property
     def connections(self) -> frozenset[Connection]:
         """The connections open now (a snapshot)."""
-        with self._lock:
-            return frozenset(self._connections)
+        return frozenset(self._stats.open_connections())
+
+    def stats(self) -> Snapshot:
+        """The figures of this process, as a new dict (a snapshot).
+
+        Keys: ``open`` (connections open now), ``open_by_endpoint``
+        (endpoint -> open connections), ``opened`` and ``closed`` (since
+        the start), ``rejected`` (HTTP status -> handshakes refused with
+        it: 403, 429, 503, 401 from an access check, ...), ``messages_in``,
+        ``messages_out``, ``bytes_in`` and ``bytes_out`` (payload bytes of
+        the messages, of open and closed connections), ``close_codes``
+        (close code -> connections that ended with it, 1006 when TCP died),
+        ``errors`` (type name -> errors put on ``errors``) and ``hub``
+        (``rooms`` and ``members`` in this process, ``published``,
+        ``delivered``, ``slow_consumers_closed``, ``reconnects``).
+
+        Takes a lock shared with the connections' bookkeeping (not with
+        their messages): do not call it from a signal handler.
+        """
+        return self._stats.snapshot(self._hub)
 
     def close_all(
         self, code: int = CloseCode.GOING_AWAY, reason: str = "", timeout: float | None = None
     ) -> bool:
         """Close every open connection with ``code`` (1001 by default), after
-        what their views already put on ``sender``. Never blocks unless
-        ``timeout`` is given: then wait up to ``timeout`` seconds for them to
-        end, cut TCP of those still open, and return whether all ended in
-        time. The hub's listener thread (if any) stops too.
+        what their views already put on ``sender``, and stop the hub's
+        listener thread (if any).
 
-        Call it when the process is told to stop, e.g. on SIGTERM (see
-        :meth:`install_sigterm_handler`).
+        Without ``timeout`` it returns at once: the closes are started by a
+        new thread, so that it takes no lock and waits for nothing here. That
+        makes it safe in a signal handler (see
+        :meth:`install_sigterm_handler`), which may have interrupted a thread
+        holding any lock. With ``timeout`` it closes in the calling thread
+        and waits up to ``timeout`` seconds for the connections to end, cuts
+        TCP of those still open, and returns whether all ended in time.
+
+        Raises:
+            ValueError: ``code`` may not be sent in a close frame, or
+                ``reason`` is longer than 123 bytes of UTF-8.
         """
-        connections = self.connections
-        for connection in connections:
-            connection.close(code, reason)
-        with self._lock:
-            hub = self._hub
-        if hub is not None:
-            hub.close()
+        if not isinstance(code, int) or not is_sendable_code(code):
+            raise ValueError(f"close code {code!r} may not be sent in a close frame")
+        if not isinstance(reason, str) or len(reason.encode()) > 123:
+            raise ValueError("close reason must be a str of at most 123 bytes of UTF-8")
+        connections = self._stats.open_connections()
+        hub = self._hub
         if timeout is None:
+            _in_new_thread(lambda: _close(connections, hub, code, reason))
             return True
+        _close(connections, hub, code, reason)
         deadline = time.monotonic() + timeout
         all_done = True
         for connection in connections:
@@ -137,16 +196,69 @@ class Sockets:
 
         signal.signal(signal.SIGTERM, on_sigterm)
 
-    def track(self, connection: Connection) -> None:
-        """Add ``connection`` to the registry until it is done."""
-        with self._lock:
-            self._connections.add(connection)
-        connection.on_done(self.untrack)
+    def track(self, connection: Connection, endpoint: str) -> None:
+        """Add ``connection``, of view ``endpoint``, to the registry (the
+        library calls it once the connection is admitted, before its 101)."""
+        self._stats.opened(connection, endpoint)
 
     def untrack(self, connection: Connection) -> None:
-        """Remove ``connection`` from the registry."""
-        with self._lock:
-            self._connections.discard(connection)
+        """Remove ``connection`` from the registry and count it as closed
+        (the library calls it when the connection is done); idempotent."""
+        self._stats.closed(connection)
+
+    def record_error(self, error: BaseException) -> None:
+        """Count ``error``, put on a connection's ``errors``, in
+        :meth:`stats` (the library calls it)."""
+        self._stats.record_error(error)
+
+    def _count_refusal(self, response: Response) -> Response:
+        """``after_request``: count an upgrade request answered with an HTTP
+        error, whatever refused it (the handshake, a limit, an access
+        check in ``before_request`` or a decorator, routing)."""
+        if (
+            response.status_code >= 400
+            and request.headers.get("Upgrade", "").lower() == "websocket"
+        ):
+            self._stats.record_rejection(response.status_code)
+        return response
+
+
+def _close(connections: Sequence[Connection], hub: Hub | None, code: int, reason: str) -> None:
+    for connection in connections:
+        connection.close(code, reason)
+    if hub is not None:
+        try:
+            hub.close()
+        except Exception:
+            logger.error("close_all: stopping the hub failed", exc_info=True)
+
+
+def _in_new_thread(work: Callable[[], None]) -> None:
+    """Run ``work`` in a new thread; safe in a signal handler.
+
+    ``threading.Thread.start()`` takes ``threading``'s own lock, which the
+    thread a signal interrupted may hold (gunicorn's main thread starts pool
+    threads): there it would deadlock. ``_thread.start_new_thread`` takes no
+    lock of Python code, so a first thread is started with it and starts the
+    real one, waiting, if need be, for that lock to be released.
+    """
+
+    def start() -> None:
+        try:
+            # daemon given, so that Thread() does not call current_thread(),
+            # which would register this thread (unknown to `threading`) for
+            # good.
+            thread = threading.Thread(
+                target=work, name="flask-sockets-channels close_all", daemon=True
+            )
+            thread.start()
+        except RuntimeError:  # no thread can be started: do it here
+            work()
+
+    try:
+        _thread.start_new_thread(start, ())
+    except RuntimeError:
+        work()
 
 
 def _check_view_options(app: Flask, view: object) -> None:

@@ -44,7 +44,7 @@ Duration = Union[float, int, timedelta]
 
 CONFIG_PREFIX = "SOCKETS_"
 #: Config keys with the prefix that are not connection options.
-OTHER_CONFIG_KEYS = frozenset({"SOCKETS_HUB_URL"})
+OTHER_CONFIG_KEYS = frozenset({"SOCKETS_HUB_URL", "SOCKETS_MAX_TOTAL_CONNECTIONS"})
 
 
 def _default_logger() -> logging.Logger:
@@ -76,6 +76,16 @@ class Options:
             client's list that is also here is chosen and echoed.
         close_timeout: How long to wait for the peer's close frame.
         compression: Accept permessage-deflate when the client offers it.
+        max_connections: Open connections of this view in this process; the
+            handshake past it is answered 503 with ``Retry-After``. 0 refuses
+            every handshake; ``None`` means no limit.
+        max_connections_per_client: Open connections of this view per client
+            address (``request.remote_addr``); past it, 429 with
+            ``Retry-After``. ``None`` means no limit.
+        rate_limit: ``(messages, seconds)``: past that many inbound messages
+            per that many seconds, the reader pauses until the rate allows
+            the next one (nothing is dropped; TCP pushes back on the client).
+            ``None`` means no limit.
 
     Only the fields given when an ``Options`` is made override the app's
     ``SOCKETS_*`` config (``dataclasses.replace`` gives them all). The
@@ -98,6 +108,9 @@ class Options:
     subprotocols: Sequence[str] = ()
     close_timeout: Duration = 5.0
     compression: bool = False
+    max_connections: int | None = None
+    max_connections_per_client: int | None = None
+    rate_limit: tuple[float, float] | None = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Options:
         self = super().__new__(cls)
@@ -130,6 +143,11 @@ class Options:
             _integer("max_message_size", self.max_message_size, minimum=1)
         _integer("send_channel_buffer", self.send_channel_buffer, minimum=0)
         _integer("recv_channel_buffer", self.recv_channel_buffer, minimum=0)
+        if self.max_connections is not None:
+            _integer("max_connections", self.max_connections, minimum=0)
+        if self.max_connections_per_client is not None:
+            _integer("max_connections_per_client", self.max_connections_per_client, minimum=1)
+        set_(self, "rate_limit", _rate_limit(self.rate_limit))
         set_(self, "subprotocols", _subprotocols(self.subprotocols))
         set_(self, "allowed_origin", _origin_policy(self.allowed_origin))
 
@@ -220,6 +238,36 @@ def _seconds(name: str, value: object, optional: bool = False, zero: bool = Fals
 def _integer(name: str, value: object, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, not {value!r}")
+
+
+def _rate_limit(value: object) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)) and len(value) == 2:  # a list from JSON config too
+        messages, period = value
+        if isinstance(period, timedelta):
+            period = period.total_seconds()
+        if all(
+            isinstance(n, (int, float)) and not isinstance(n, bool) and 0 < n < float("inf")
+            for n in (messages, period)
+        ):
+            return (float(messages), float(period))
+    raise ValueError(
+        f"rate_limit must be (messages, seconds) with both numbers > 0, or None, not {value!r}"
+    )
+
+
+def integer_limit(name: str, value: object, minimum: int) -> int | None:
+    """``value`` if it is ``None`` or an integer >= ``minimum``.
+
+    Raises:
+        ValueError: It is not.
+    """
+    if value is None:
+        return None
+    _integer(name, value, minimum)
+    assert isinstance(value, int)
+    return value
 
 
 def _subprotocols(value: object) -> tuple[str, ...]:

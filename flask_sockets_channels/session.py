@@ -15,7 +15,7 @@ from flask.signals import request_started
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.routing.exceptions import WebsocketMismatch
 
-from . import handshake, servers
+from . import handshake, limits, servers
 from .channels import Closed
 from .connection import Codec, Connection
 from .options import LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options, resolve_options
@@ -123,9 +123,13 @@ def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
     if rule is not None and not rule.websocket:
         spec.hint_misrouted(app, options)
     accepted = handshake.accept(request, options)
+    # Past a connection limit: 503 / 429 here, while an HTTP response can
+    # still be sent; the place is given back when the connection is done.
+    slot = limits.reserve(app, options)
     try:
         taken = servers.take_socket(request.environ)
     except servers.UnsupportedServer as exc:
+        slot.release()
         options.log(LOG_LEVEL_ERROR, "%s", exc)
         raise InternalServerError(str(exc)) from exc
     connection = Connection(
@@ -137,9 +141,7 @@ def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
         path=request.path,
         subprotocol=accepted.subprotocol,
     )
-    registry = app.extensions.get(EXTENSION_KEY)
-    if registry is not None:
-        registry.track(connection)
+    slot.attach(connection, app.extensions.get(EXTENSION_KEY))
     try:
         connection.start(accepted.response, taken.buffered)
     except Exception as exc:
@@ -149,8 +151,7 @@ def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
         traceback = level == LOG_LEVEL_ERROR
         options.log(level, "%s: could not start: %s", connection.name, exc, exc_info=traceback)
         connection.abort()
-        if registry is not None:
-            registry.untrack(connection)
+        slot.release()
         return servers.finished_response()
     injected = {
         name: connection if name == "connection" else getattr(connection, name)
