@@ -70,7 +70,7 @@ def main(work: Path, pytest_args: list[str]) -> None:
     run(sys.executable, "-m", "build", "--outdir", dist, ROOT)
     sdists = sorted(dist.glob("*.tar.gz"))
     wheels = sorted(dist.glob("*.whl"))
-    assert len(sdists) == 1 and len(wheels) == 1, f"expected one sdist and one wheel: {sdists + wheels}"
+    assert len(sdists) == 1 and len(wheels) == 1, f"not one sdist and one wheel: {sdists + wheels}"
     run(sys.executable, "-m", "twine", "check", "--strict", sdists[0], wheels[0])
 
     expected = f"flask_sockets_channels-{version()}"
@@ -88,7 +88,7 @@ def main(work: Path, pytest_args: list[str]) -> None:
         if sys.version_info >= (3, 12):
             archive.extractall(source, filter="data")
         else:
-            archive.extractall(source)  # noqa: S202 -- our own archive, just built
+            archive.extractall(source)  # our own archive, just built
     unpacked = source / expected
     print(f"sdist: {len(names)} files, unpacked in {unpacked}", flush=True)
 
