@@ -15,7 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Callable, TypeVar
 
 __all__ = ["Channel", "Closed"]
@@ -65,10 +65,12 @@ class Channel(queue.Queue[T]):
         return the remaining items, then raise :class:`Closed`.
 
         Args:
-            discard: Also drop the items still buffered.
+            discard: Also drop the items still buffered (they count as done
+                for :meth:`join`, which therefore never hangs on them).
         """
         with self.mutex:
-            if discard:
+            if discard and self.queue:
+                self._discard(len(self.queue))
                 self.queue.clear()
             self._closed = True
             self.not_empty.notify_all()
@@ -83,24 +85,16 @@ class Channel(queue.Queue[T]):
                 no room (for an unbuffered channel: no ``get`` took the item).
         """
         with self.not_full:
-            if self._closed:
-                raise Closed("put on a closed channel")
+            self._check_open()
             if self.capacity and len(self.queue) < self.maxsize:  # the common case, fast
-                self.queue.append(item)
-                self._given += 1
-                self.unfinished_tasks += 1
-                self.not_empty.notify()
+                self._append((item,))
                 return
             deadline = None if timeout is None else time.monotonic() + timeout
             if self.capacity == 0 and not block and not self._waiting_getters:
                 raise queue.Full
             self._wait(self.not_full, lambda: self._qsize() < self.maxsize, block, deadline)
-            if self._closed:
-                raise Closed("put on a closed channel")
-            self._put(item)
-            self._given += 1
-            self.unfinished_tasks += 1
-            self.not_empty.notify()
+            self._check_open()
+            self._append((item,))
             if self.capacity or not block:
                 return
             ticket = self._given
@@ -122,10 +116,7 @@ class Channel(queue.Queue[T]):
         """
         with self.not_empty:
             if self.queue:  # the common case, fast
-                item: T = self.queue.popleft()
-                self._taken += 1
-                self._notify_not_full(1)
-                return item
+                return self._take(1)[0]
         return self.get_many(1, block, timeout)[0]
 
     def get_many(
@@ -148,32 +139,55 @@ class Channel(queue.Queue[T]):
             if not self._qsize():
                 raise Closed("get on a closed, empty channel")
             count = self._qsize() if max_items is None else min(max_items, self._qsize())
-            items = [self._get() for _ in range(count)]
-            self._taken += count
-            self._notify_not_full(count)
-            return items
+            return self._take(count)
 
-    def _notify_not_full(self, count: int) -> None:
-        """Wake putters after ``count`` gets; caller holds the mutex."""
+    # -- the bookkeeping, in one place; every caller holds ``self.mutex`` ----
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Closed("put on a closed channel")
+
+    def _append(self, items: Iterable[T]) -> None:
+        """Add ``items`` (no room check), count them and wake getters."""
+        before = len(self.queue)
+        self.queue.extend(items)
+        count = len(self.queue) - before
+        self._given += count
+        self.unfinished_tasks += count
+        self.not_empty.notify(count)
+        self._appended()
+
+    def _appended(self) -> None:
+        """Hook: items were just added (subclasses start their consumer)."""
+
+    def _take(self, count: int) -> list[T]:
+        """Remove the ``count`` oldest items and wake putters."""
+        items = [self.queue.popleft() for _ in range(count)]
+        self._taken += count
         if not self.capacity:
             self.not_full.notify_all()  # an unbuffered put waits for its own item
         elif self._refill_at is None:
             self.not_full.notify(count)
         elif len(self.queue) <= self._refill_at:
             self.not_full.notify_all()
+        return items
+
+    def _discard(self, count: int) -> None:
+        """``count`` items leave without being consumed: done for ``join``."""
+        self.unfinished_tasks = max(0, self.unfinished_tasks - count)
+        if not self.unfinished_tasks:
+            self.all_tasks_done.notify_all()
+
+    # -- batch operations for the library's reader and hub -------------------
 
     def _put_available(self, items: list[T]) -> int:
         """Put as many of ``items`` as there is room for, waking getters
         once; return how many. Raises :class:`Closed` once closed."""
         with self.mutex:
-            if self._closed:
-                raise Closed("put on a closed channel")
+            self._check_open()
             count = min(len(items), self.capacity - len(self.queue)) if self.capacity else 0
             if count > 0:
-                self.queue.extend(items[:count])
-                self._given += count
-                self.unfinished_tasks += count
-                self.not_empty.notify(count)
+                self._append(items[:count])
             return max(count, 0)
 
     def _put_all(self, items: list[T]) -> None:
@@ -192,8 +206,7 @@ class Channel(queue.Queue[T]):
         index = 0
         with self.not_full:
             while index < len(items):
-                if self._closed:
-                    raise Closed("put on a closed channel")
+                self._check_open()
                 room = self.capacity - len(self.queue)
                 if room <= 0:
                     self._refill_at = self.capacity // 2
@@ -202,24 +215,21 @@ class Channel(queue.Queue[T]):
                     finally:
                         self._refill_at = None
                     continue
-                batch = items[index : index + room]
-                self.queue.extend(batch)
-                index += len(batch)
-                self._given += len(batch)
-                self.unfinished_tasks += len(batch)
-                self.not_empty.notify(len(batch))
+                self._append(items[index : index + room])
+                index += room
 
-    def _force(self, item: T) -> None:
-        """Add ``item`` past ``maxsize``, without waiting; for the library's
-        own bounded extras (a keepalive ping, the last messages before a
-        close). Raises :class:`Closed` once closed."""
+    def _put_past_limit(self, items: Iterable[T], limit: int | None = None) -> bool:
+        """Add ``items`` past ``maxsize`` without waiting, for the library's
+        own bounded extras (the last messages before a close, a hub backlog
+        of at most ``limit`` items in all); False, and nothing added, when
+        that would exceed ``limit``. Raises :class:`Closed` once closed."""
         with self.mutex:
-            if self._closed:
-                raise Closed("put on a closed channel")
-            self._put(item)
-            self._given += 1
-            self.unfinished_tasks += 1
-            self.not_empty.notify()
+            self._check_open()
+            items = list(items)
+            if limit is not None and len(self.queue) + len(items) > limit:
+                return False
+            self._append(items)
+            return True
 
     def __iter__(self) -> Iterator[T]:
         """Yield items until the channel is closed and drained."""

@@ -1,27 +1,29 @@
 """One WebSocket connection over a connected socket: the threading core.
 
 Server-agnostic: it is given a socket whose opening handshake is done (or
-about to be written) and a wsproto connection in the OPEN state, and works
-the same over a werkzeug, gunicorn or ``socket.socketpair()`` socket.
+about to be written) and the engine's protocol in the OPEN state (see
+:mod:`.engine`), and works the same over a werkzeug, gunicorn or
+``socket.socketpair()`` socket.
 
 Threads (named after the connection):
 
-* ``reader`` (:meth:`Connection._read_loop`) reads the socket, answers pings
-  and close frames at once, fails the connection on protocol errors, and puts
-  complete messages on ``receiver``. It owns the end of the connection: its
-  ``finally`` runs :meth:`Connection._teardown`.
-* ``writer`` (:meth:`Connection._write_loop`) sends what is put on
-  ``sender`` (messages and keepalive pings) in batches, then the close frame,
-  then waits up to ``close_timeout`` for the reader to end.
-* The process-wide keepalive scheduler (:mod:`.keepalive`) queues pings and
-  declares silent peers dead.
+* ``reader`` (:meth:`Connection._read_loop`) reads the socket, feeds the
+  engine, puts complete messages on ``receiver`` and hands the engine's
+  replies (pongs, close frames) to the write path. It owns the end of the
+  connection: its ``finally`` runs :meth:`Connection._teardown`.
+* ``writer`` exists only while a backlog does (:mod:`.writer`): most frames
+  are written by the thread that has them, without waiting.
+* The process-wide timer thread (:mod:`.keepalive`) sends pings, declares
+  silent peers dead and cuts closing handshakes that take too long.
 
-One lock, ``_protocol_lock``, guards the wsproto object and every write to
-the socket, so frames go out whole and in the order they were serialised.
+Locks: ``sender.mutex`` guards the write path (the queue, what is being
+written); ``_protocol_lock`` guards the engine. Order: ``sender.mutex``, then
+``_protocol_lock``; no socket call is made under either.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import itertools
 import queue
@@ -29,46 +31,33 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterable
 from typing import Any, Callable, Union
 
-from wsproto.connection import Connection as Protocol
-from wsproto.connection import ConnectionState
-from wsproto.events import BytesMessage, CloseConnection, Event, Message, Ping, TextMessage
-
 from .channels import Channel, Closed
+from . import engine
+from .engine import Frame, Opcode, Outgoing, Protocol, State, parser_error
 from .exceptions import (
     NORMAL_CODES,
     CloseCode,
     ConnectionClosedError,
     DecodeError,
     KeepaliveTimeout,
-    MessageTooBig,
     ProtocolError,
     SocketsError,
     WriteTimeout,
     is_sendable_code,
 )
 from .keepalive import scheduler
-from .options import (
-    LOG_LEVEL_DEBUG,
-    LOG_LEVEL_ERROR,
-    LOG_LEVEL_INFO,
-    LOG_LEVEL_WARNING,
-    Options,
-    seconds,
-)
+from .options import LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options
+from .options import seconds as to_seconds
+from .writer import Sender
 
 __all__ = ["Codec", "Connection"]
 
 RECV_SIZE = 1 << 16
-#: Most frames written in one ``sendall`` (bounds how long the lock is held).
-WRITE_BATCH = 256
 #: How many errors ``errors`` holds; more are logged and dropped.
 ERRORS_BUFFER = 64
-_PEER_FAULTS = frozenset(
-    {CloseCode.PROTOCOL_ERROR, CloseCode.INVALID_FRAME_PAYLOAD_DATA, CloseCode.MESSAGE_TOO_BIG}
-)
+_NO_WAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _numbers = itertools.count(1)
 
 Raw = Union[str, bytes]
@@ -79,111 +68,22 @@ class Codec:
 
     ``encode`` runs in the thread that calls ``sender.put`` and raises
     ``TypeError`` for an item of the wrong type. ``decode`` runs in the
-    reader and raises :class:`DecodeError` (the message is dropped) or
-    :class:`ProtocolError` (the connection fails with its code).
+    reader; :class:`ProtocolError` fails the connection with its code, any
+    other exception is a :class:`DecodeError` for that message.
     """
 
-    def encode(self, item: Any) -> Message[Any]:
+    def encode(self, item: Any) -> Outgoing:
         raise NotImplementedError
 
     def decode(self, message: Raw) -> Any:
         raise NotImplementedError
 
 
-class _Sender(Channel[Any]):
-    """``sender``: encodes each item at ``put`` time, in the caller's thread.
+class _CloseFrame:
+    """``sender``'s last item after a normal close: the close frame."""
 
-    It also takes frames from the hub (:meth:`offer`), which never wait:
-    past the buffer they queue in a backlog of bounded length, in order.
-    """
-
-    def __init__(
-        self,
-        maxsize: int,
-        encode: Callable[[Any], Event],
-        on_overflow: Callable[[], None],
-        protocol_lock: threading.Lock | None = None,
-        write_now: Callable[[Event], bool] | None = None,
-    ) -> None:
-        super().__init__(maxsize)
-        self._encode = encode
-        self._on_overflow = on_overflow
-        self._protocol_lock = protocol_lock
-        self._write_now = write_now
-        self._written = 0  # items the writer took and has written (see _direct)
-
-    def offer(self, event: Event, max_backlog: int) -> bool:
-        """Queue a ready frame without waiting, even past the buffer, as long
-        as at most ``max_backlog`` items wait beyond it; otherwise close the
-        connection with 1008 ("slow consumer") and return False.
-
-        Raises:
-            Closed: The connection is closing or closed.
-        """
-        with self.mutex:
-            if self._closed:
-                raise Closed("offer to a closed channel")
-            if self._qsize() >= self.maxsize + max_backlog:
-                overflow = True
-            else:
-                overflow = False
-                self._put(event)
-                self._given += 1
-                self.unfinished_tasks += 1
-                self.not_empty.notify()
-        if overflow:
-            self._on_overflow()
-        return not overflow
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        """Send ``item``: queue it, blocking while the buffer is full; or,
-        when nothing is queued and the socket is free, write it at once in
-        the caller's thread (blocking up to ``write_wait``).
-
-        Raises:
-            TypeError: ``item`` is not of the mode's type.
-            Closed: The connection is closing or closed.
-        """
-        event = self._encode(item)
-        if not self._direct(event):
-            super().put(event, block, timeout)
-
-    def _direct(self, event: Event) -> bool:
-        """Write ``event`` in the caller's thread when nothing is queued or
-        in the writer's hands and the socket is free: it saves waking the
-        writer. Return whether it did.
-
-        Order is kept: the decision and the lock are taken under the
-        channel's mutex, and only when every item the writer took is written.
-
-        Raises:
-            Closed: The connection is closed, or the write failed.
-        """
-        lock = self._protocol_lock
-        if lock is None or self._write_now is None:
-            return False
-        with self.mutex:
-            if self._closed:
-                raise Closed("put on a closed channel")
-            if self.queue or self._taken != self._written or not lock.acquire(blocking=False):
-                return False
-        try:
-            sent = self._write_now(event)
-        finally:
-            lock.release()
-        if not sent:
-            raise Closed("the connection closed before the message was sent")
-        return True
-
-    def written(self, count: int) -> None:
-        """The writer has written ``count`` items it took."""
-        with self.mutex:
-            self._written += count
-
-    def put_urgent(self, event: Event) -> None:
-        """Queue a control frame past ``maxsize``: a keepalive ping must not
-        wait for room. Raises :class:`Closed` once closed."""
-        self._force(event)
+    def __init__(self, code: int, reason: str) -> None:
+        self.code, self.reason = code, reason
 
 
 class _Disconnect(Channel[Any]):
@@ -198,9 +98,15 @@ class _Disconnect(Channel[Any]):
         """Close the connection with ``item``: a code or ``(code, reason)``.
 
         Raises:
+            TypeError: ``item`` is neither an ``int`` nor a ``(code, reason)``.
             ValueError: The code may not be sent in a close frame.
         """
-        code, reason = (item, "") if isinstance(item, int) else item
+        if isinstance(item, int):
+            code, reason = item, ""
+        elif isinstance(item, tuple) and len(item) == 2:
+            code, reason = item
+        else:
+            raise TypeError(f"disconnect takes a close code or (code, reason), not {item!r}")
         self._close(code, reason)
 
 
@@ -208,13 +114,13 @@ class _Done(threading.Event):
     """``done``: once it reads as set, the connection's threads have ended.
 
     The reader sets it as its very last act; a thread cannot signal after it
-    has ended, so ``wait`` and ``is_set`` also join the connection's threads
-    (a matter of microseconds by then) before they report it set.
+    has ended, so ``wait`` and ``is_set`` also join the reader (a matter of
+    microseconds by then) before they report it set.
     """
 
-    def __init__(self, threads: list[threading.Thread]) -> None:
+    def __init__(self, reader: threading.Thread) -> None:
         super().__init__()
-        self._threads = threads
+        self._reader = reader
 
     def is_set(self) -> bool:
         if not super().is_set():
@@ -229,10 +135,8 @@ class _Done(threading.Event):
         return True
 
     def _join(self) -> None:
-        current = threading.current_thread()
-        for thread in self._threads:
-            if thread is not current and thread.ident is not None:
-                thread.join()
+        if self._reader is not threading.current_thread() and self._reader.ident is not None:
+            self._reader.join()
 
 
 class Connection:
@@ -240,8 +144,8 @@ class Connection:
 
     Attributes:
         receiver: Inbound messages, in order; ends once closed and drained.
-        sender: Outbound messages; ``put`` blocks while full, raises
-            ``Closed`` once the connection is closing.
+        sender: Outbound messages; ``put`` waits only for room in the buffer
+            and raises ``Closed`` once the connection is closing.
         errors: Every error of the connection, before ``done`` is set.
         disconnect: Put a close code, or ``(code, reason)``, to close.
         done: Set once the connection is fully closed and its threads ended.
@@ -249,6 +153,8 @@ class Connection:
         path: The request path.
         subprotocol: The negotiated subprotocol, or ``None``.
         name: A name for logs and threads.
+        messages_in, messages_out, bytes_in, bytes_out: Counters of data
+            messages and their payload bytes.
     """
 
     def __init__(
@@ -263,46 +169,50 @@ class Connection:
         subprotocol: str | None = None,
     ) -> None:
         self.options = options
-        self._write_wait = seconds(options.write_wait)
-        self._ping_period = seconds(options.ping_period)
-        self._pong_wait = seconds(options.pong_wait)
-        self._close_timeout = seconds(options.close_timeout)
+        self._write_wait = to_seconds(options.write_wait)
+        self._ping_period = to_seconds(options.ping_period)
+        self._pong_wait = to_seconds(options.pong_wait)
+        self._close_timeout = to_seconds(options.close_timeout)
         self.remote_addr = remote_addr
         self.path = path
         self.subprotocol = subprotocol
         self.name = f"ws-{next(_numbers)} {remote_addr or '?'} {path}"
-        self.receiver: Channel[Any] = Channel(options.recv_channel_buffer)
-        self._protocol_lock = threading.Lock()
-        self.sender: Channel[Any] = _Sender(
-            options.send_channel_buffer,
-            codec.encode,
-            self._slow_consumer,
-            self._protocol_lock,
-            self._write_now,
-        )
-        self.errors: Channel[SocketsError] = Channel(ERRORS_BUFFER)
-        self.disconnect: Channel[Any] = _Disconnect(self.close)
+        self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
         self._sock = sock
         self._codec = codec
         self._protocol = protocol
+        self._protocol_lock = threading.Lock()
+        self.receiver: Channel[Any] = Channel(options.recv_channel_buffer)
+        self.sender: Sender = Sender(
+            options.send_channel_buffer, codec.encode, self, self._slow_consumer
+        )
+        self.errors: Channel[SocketsError] = Channel(ERRORS_BUFFER)
+        self.disconnect: Channel[Any] = _Disconnect(self.close)
         self._state = threading.Condition()  # guards the close bookkeeping below
         self._close_request: tuple[int, str] | None = None
         self._close_code: int | None = None
         self._close_reason = ""
         self._failed = False  # a connection-ending error was reported
-        self._reader_finished = False
+        self._ended = False  # teardown has begun
+        self._close_deadline: float | None = None
         self._on_done: list[Callable[[Connection], None]] = []
-        # Reader-owned state.
-        self._fragments: list[Raw] = []
-        self._fragments_size = 0
-        self._draining = False  # the closing handshake is over: discard input
-        # Keepalive state, written by the reader, read by the scheduler.
-        self._last_seen = time.monotonic()
+        self._on_error: list[Callable[[SocketsError], None]] = []
+        # Reader-owned: the message being assembled from fragments.
+        self._parts = bytearray()
+        self._parts_text = False
+        self._utf8: codecs.IncrementalDecoder | None = None
+        # Liveness, written by the reader and the writer, read by the timer.
+        self._last_alive = time.monotonic()
         self._paused = False
         self._next_ping = float("inf")
+        rate = getattr(options, "rate_limit", None)
+        self._rate: tuple[float, float] | None = (
+            (float(rate[0]), float(rate[1])) if rate else None
+        )
+        self._tokens = self._rate[0] if self._rate else 0.0
+        self._refilled = time.monotonic()
         self._reader = threading.Thread(target=self._read_loop, name=f"{self.name} reader")
-        self._writer = threading.Thread(target=self._write_loop, name=f"{self.name} writer")
-        self.done: threading.Event = _Done([self._reader, self._writer])
+        self.done: threading.Event = _Done(self._reader)
 
     # -- public API ---------------------------------------------------------
 
@@ -332,13 +242,32 @@ class Connection:
             ValueError: ``code`` may not be sent (1005, 1006, 1015, out of
                 range) or ``reason`` is longer than 123 bytes of UTF-8.
         """
-        if not isinstance(code, int) or not is_sendable_code(code):
-            raise ValueError(f"close code {code!r} may not be sent in a close frame")
-        if not isinstance(reason, str) or len(reason.encode()) > 123:
-            raise ValueError("close reason must be a str of at most 123 bytes of UTF-8")
+        _check_close(code, reason)
         if self._request_close(code, reason):
             self.receiver.close()
-            self.sender.close()
+            self.sender.close_after_queued(_CloseFrame(code, reason))
+
+    def fail(self, error: SocketsError | None, code: int, reason: str = "") -> None:
+        """Close with an error ``code``, dropping what is queued on ``sender``.
+
+        ``error`` (if any) goes to ``errors``. Used for 1011 when the view
+        raises, for keepalive timeouts, and by the hub (1008). Never blocks.
+
+        Raises:
+            ValueError: As for :meth:`close`.
+        """
+        _check_close(code, reason)
+        if error is not None:
+            self._report_failure(error)
+        if self._request_close(code, reason):
+            self.receiver.close()
+            with self.sender.mutex, self._protocol_lock:
+                if self._protocol.state is State.OPEN:
+                    self._set_close_code(code, reason)
+                    self._protocol.send_close(code, reason)
+                replies = self._protocol.data_to_send()
+            self._closing_started()
+            self.sender.send_control(replies, discard=True)
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until ``done`` is set; return whether it is."""
@@ -349,9 +278,13 @@ class Connection:
         is set (the library's registry uses it)."""
         self._on_done.append(callback)
 
+    def on_error(self, callback: Callable[[SocketsError], None]) -> None:
+        """Call ``callback(error)`` for every error put on ``errors``."""
+        self._on_error.append(callback)
+
     def start(self, handshake_response: bytes = b"", buffered: bytes = b"") -> None:
-        """Write the 101 response, then start the reader and writer (the
-        library calls it once the handshake is accepted; views never do).
+        """Write the 101 response, then start the reader (the library calls
+        it once the handshake is accepted; views never do).
 
         ``buffered`` holds bytes the server read past the handshake; they are
         parsed before anything read from the socket.
@@ -360,27 +293,21 @@ class Connection:
             OSError: The 101 response could not be written.
         """
         # A blocking socket: reads wait for data or for shutdown(); writes
-        # are bounded by SO_SNDTIMEO (see _send_within) instead of a Python
-        # socket timeout, which would add a poll() before every call.
-        self._sock.settimeout(None)
-        if self._write_wait is not None:
-            self._set_send_timeout(self._write_wait)
+        # that may wait are bounded by SO_SNDTIMEO (see send_within), writes
+        # that may not use MSG_DONTWAIT.
         if handshake_response:
-            self._send_within(handshake_response)
+            self._sock.settimeout(self._write_wait)
+            self._sock.sendall(handshake_response)
+        self._sock.settimeout(None)
         self.options.log(LOG_LEVEL_INFO, "%s: opened", self.name)
         self._buffered = buffered
         now = time.monotonic()
-        self._last_seen = now
-        due = float("inf")
+        self._last_alive = now
         if self._ping_period is not None:
-            self._next_ping = due = now + self._ping_period
-        if self._pong_wait is not None:
-            due = min(due, now + self._pong_wait)
-        if due != float("inf"):
-            # Before the reader starts, so that its teardown's unregister
-            # always comes after this.
-            scheduler.register(self, due)
-        self._writer.start()  # first: the reader's teardown joins it
+            self._next_ping = now + self._ping_period
+        due = self._next_due(now)
+        if due is not None:
+            scheduler.schedule(self, due)
         self._reader.start()
 
     def abort(self) -> None:
@@ -392,59 +319,158 @@ class Connection:
         """
         self._shutdown(socket.SHUT_RDWR)
         self.receiver.close()
-
-    def fail(self, error: SocketsError | None, code: int, reason: str = "") -> None:
-        """Close with an error ``code``, dropping what is queued on ``sender``.
-
-        ``error`` (if any) goes to ``errors``. Used for 1011 when the view
-        raises, for keepalive timeouts, and by the hub (1008).
-        """
-        if error is not None:
-            self._report_failure(error)
-        if self._request_close(code, reason):
-            self.receiver.close()
-            self.sender.close(discard=True)
+        with self._state:
+            self._state.notify_all()  # a reader waiting for the rate limit
 
     def _slow_consumer(self) -> None:
         self.options.log(LOG_LEVEL_WARNING, "%s: hub backlog full; closing (1008)", self.name)
         self.fail(None, CloseCode.POLICY_VIOLATION, "slow consumer")
 
-    # -- keepalive ----------------------------------------------------------
+    # -- timers (called by the scheduler's thread; never block) ---------------
 
-    def keepalive(self, now: float) -> float | None:
-        """Called by the scheduler: send a due ping, or declare the peer dead
-        when nothing arrived within ``pong_wait``. Never blocks."""
-        if self.sender.closed:
+    def tick(self, now: float) -> float | None:
+        """Send a due ping, declare a silent peer dead, or cut a closing
+        handshake that took longer than ``close_timeout``."""
+        if self._ended:
             return None
-        ping_period, pong_wait = self._ping_period, self._pong_wait
-        if pong_wait is not None and not self._paused and now - self._last_seen >= pong_wait:
-            self.fail(
-                KeepaliveTimeout(f"no pong and no frame within {pong_wait} s"),
-                CloseCode.INTERNAL_ERROR,
-                "keepalive timeout",
-            )
+        if self._close_deadline is not None and now >= self._close_deadline:
+            self.options.log(LOG_LEVEL_DEBUG, "%s: no close from the peer in time", self.name)
+            self.abort()
             return None
-        if ping_period is not None and now >= self._next_ping:
-            try:
-                self.sender.put_urgent(Ping())  # type: ignore[attr-defined]
-            except Closed:
+        if self._close_request is None:
+            pong_wait = self._pong_wait
+            if pong_wait is not None and not self._paused and now - self._last_alive >= pong_wait:
+                self.fail(
+                    KeepaliveTimeout(f"nothing received or drained within {pong_wait} s"),
+                    CloseCode.INTERNAL_ERROR,
+                    "keepalive timeout",
+                )
+            elif self._ping_period is not None and now >= self._next_ping:
+                self._next_ping = now + self._ping_period
+                self._send_ping()
+        return self._next_due(now)
+
+    def _next_due(self, now: float) -> float | None:
+        dues = [] if self._close_deadline is None else [self._close_deadline]
+        if self._close_request is None:
+            if self._ping_period is not None:
+                dues.append(self._next_ping)
+            if self._pong_wait is not None:
+                dues.append((now if self._paused else self._last_alive) + self._pong_wait)
+        return min(dues) if dues else None
+
+    def _send_ping(self) -> None:
+        with self.sender.mutex, self._protocol_lock:
+            if self._protocol.state is not State.OPEN:
+                return
+            self._protocol.send_ping(struct.pack("!d", time.monotonic()))
+            ping = self._protocol.data_to_send()
+        self.sender.send_control(ping)
+
+    def _closing_started(self) -> None:
+        """The closing handshake began: the peer has ``close_timeout`` to
+        finish it, then TCP is cut."""
+        if self._close_timeout is None or self._close_deadline is not None:
+            return
+        self._close_deadline = time.monotonic() + self._close_timeout
+        if not self._ended:
+            scheduler.schedule(self, self._close_deadline)
+
+    # -- the write path's wire (see writer.Wire) ------------------------------
+
+    def serialize(self, item: Any) -> bytes | None:
+        """The frame bytes for ``item``; ``None`` once closing. The caller
+        holds ``sender.mutex``."""
+        with self._protocol_lock:
+            if self._protocol.state is not State.OPEN:
                 return None
-            self._next_ping = now + ping_period
-        due = self._next_ping
-        if pong_wait is not None:
-            due = min(due, (now if self._paused else self._last_seen) + pong_wait)
-        return due
+            if isinstance(item, _CloseFrame):
+                self._set_close_code(item.code, item.reason)
+                self._protocol.send_close(item.code, item.reason)
+                self._closing_started()
+            else:
+                if item.text:
+                    self._protocol.send_text(item.data)
+                else:
+                    self._protocol.send_binary(item.data)
+                self.messages_out += 1
+                self.bytes_out += len(item.data)
+            data = self._protocol.data_to_send()
+        return data[0] if len(data) == 1 else b"".join(data)
+
+    def send_nowait(self, data: bytes | memoryview) -> int:
+        """Send what the kernel takes at once. Raises ``OSError``."""
+        if not _NO_WAIT:
+            return 0  # no MSG_DONTWAIT here: the writer thread sends all
+        try:
+            return self._sock.send(data, _NO_WAIT)
+        except BlockingIOError:
+            return 0
+
+    def send_within(self, data: bytes | memoryview, started: float) -> bool:
+        """Send all of ``data`` by ``started + write_wait``; on a timeout or
+        a socket error, report it, cut TCP and return False."""
+        view = memoryview(data)
+        waited = False
+        try:
+            while view:
+                if self._write_wait is not None:
+                    left = started + self._write_wait - time.monotonic()
+                    if left <= 0:
+                        raise socket.timeout("write_wait expired")
+                    self._set_send_timeout(left)
+                try:
+                    sent = self._sock.send(view)
+                except BlockingIOError:  # SO_SNDTIMEO expired with nothing sent
+                    sent = 0
+                if waited and sent:
+                    self._last_alive = time.monotonic()  # the peer drains: alive
+                view = view[sent:]
+                waited = True
+        except socket.timeout as exc:
+            self._write_broke(WriteTimeout(f"write blocked for {self._write_wait} s"), exc)
+            return False
+        except OSError as exc:
+            self.write_failed(exc)
+            return False
+        return True
+
+    def write_failed(self, exc: OSError) -> None:
+        """A write failed: the peer is gone."""
+        self._write_broke(
+            ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "connection lost"), exc
+        )
+
+    def _write_broke(self, error: SocketsError, cause: BaseException) -> None:
+        # The connection is marked closed (1006) and the error reported
+        # before anything can raise Closed in the view.
+        self._set_close_code(CloseCode.ABNORMAL_CLOSURE, "")
+        if not self._ended and self._close_request is None:
+            error.__cause__ = cause
+            self._report_failure(error)
+        self.sender.close(discard=True)
+        self.abort()
+
+    def shutdown_write(self) -> None:
+        """Half-close TCP: the engine's EOF after a close frame."""
+        self._shutdown(socket.SHUT_WR)
+
+    def _set_send_timeout(self, seconds: float) -> None:
+        whole = int(seconds)
+        timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6) or (0 if whole else 1))
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
     # -- the reader ---------------------------------------------------------
 
     def _read_loop(self) -> None:
-        # Owns: every read of the socket, the parser, pong and close replies.
-        # Ends at EOF or a socket error; every close path ends in one, since
-        # the writer (or abort) shuts the socket down after close_timeout.
+        # Owns: every read of the socket, the engine's parser, and the end of
+        # the connection. Ends at EOF or a socket error; every close path ends
+        # in one, since the peer closes TCP or the close timer cuts it.
         try:
-            if self._buffered:
-                self._receive(self._buffered)
+            data = self._buffered
             while True:
+                if data:
+                    self._receive(data)
                 try:
                     data = self._sock.recv(RECV_SIZE)
                 except OSError as exc:
@@ -453,134 +479,147 @@ class Connection:
                 if not data:
                     self._lost(None)
                     return
-                self._last_seen = time.monotonic()
-                if not self._draining:
-                    self._receive(data)
-        except Exception:
+                self._last_alive = time.monotonic()
+        except Exception:  # a bug, never peer input: keep the traceback
             self.options.log(LOG_LEVEL_ERROR, "%s: reader crashed", self.name, exc_info=True)
+            self._set_close_code(CloseCode.ABNORMAL_CLOSURE, "")
         finally:
             self._teardown()
 
     def _receive(self, data: bytes) -> None:
-        """Parse ``data``, answer control frames, deliver complete messages."""
+        """Feed ``data`` to the engine, send its replies, deliver messages."""
         with self._protocol_lock:
+            if self._protocol.state is State.CLOSED:
+                return
+            was_open = self._protocol.state is State.OPEN
             self._protocol.receive_data(data)
-            messages = self._process_events(self._protocol.events())
-        items = []
-        decode = self._codec.decode
-        for message in messages:
-            try:
-                items.append(decode(message))
-            except DecodeError as exc:
-                self._report(exc, LOG_LEVEL_WARNING)
-            except ProtocolError as exc:
-                self._fail_by_peer(exc)
-                break
+            frames = self._protocol.events_received()
+            replies = self._protocol.data_to_send()
+            failure = self._protocol.parser_exc if was_open else None
+            closing = self._protocol.state is not State.OPEN
+            if failure is not None and self._protocol.close_rcvd is not None:
+                # RFC 6455 §5.4 allows a close frame inside a fragmented
+                # message; the engine fails it with 1002, we echo it.
+                replies = [engine.close_echo(self._protocol.close_rcvd), *replies[1:]]
+                frames.append(Frame(Opcode.CLOSE, b""))  # the engine left it out
+                failure = None
+        items: list[Any] = []
+        for frame in frames:
+            if frame.opcode is Opcode.CLOSE:
+                self._closed_by_peer(frame)
+            elif frame.opcode in _DATA:
+                message = self._assemble(frame)
+                if isinstance(message, ProtocolError):
+                    self._fail_by_peer(message)
+                    break
+                if message is not None:
+                    item = self._decode(message)
+                    if isinstance(item, ProtocolError):
+                        self._fail_by_peer(item)
+                        break
+                    if item is not _SKIP:
+                        items.append(item)
+        if failure is not None:
+            self._failed_by_engine(failure)
+        if replies or closing:
+            # The close reply goes out before the view is woken by the
+            # sender's close; what was queued cannot be sent any more.
+            self.sender.send_control(replies, discard=closing)
         if items:
             self._deliver(items)
-        if self._draining:
-            self.receiver.close()
 
-    def _process_events(self, events: Iterable[Event]) -> list[Raw]:
-        """Handle parsed events; return the complete data messages.
-
-        Caller holds ``_protocol_lock``.
-        """
-        assert self._protocol_lock.locked()
-        messages: list[Raw] = []
-        for event in events:
-            if isinstance(event, (TextMessage, BytesMessage)):
-                message = self._assemble(event)
-                if isinstance(message, MessageTooBig):
-                    self._fail_by_peer(message, locked=True)
-                    return messages
-                if message is not None:
-                    messages.append(message)
-            elif isinstance(event, Ping):
-                if self._protocol.state is ConnectionState.OPEN:
-                    self._sendall(self._protocol.send(event.response()))
-            elif isinstance(event, CloseConnection):
-                if self._protocol.state is ConnectionState.OPEN:
-                    # wsproto reports a parse failure as a close it did not send.
-                    code = event.code if event.code in _PEER_FAULTS else CloseCode.PROTOCOL_ERROR
-                    error = ProtocolError(event.reason or "protocol error", code)
-                    self._fail_by_peer(error, locked=True)
-                else:
-                    self._closed_by_peer_or_reply(event)
-                return messages
-        return messages
-
-    def _assemble(self, event: Message[Any]) -> Raw | MessageTooBig | None:
-        """Add a fragment; return the whole message once complete."""
-        data: Raw = event.data
-        self._fragments.append(data)
-        if isinstance(data, str):
-            self._fragments_size += len(data) if data.isascii() else len(data.encode())
-        else:
-            self._fragments_size += len(data)
-        limit = self.options.max_message_size
-        if limit is not None and self._fragments_size > limit:
-            return MessageTooBig(f"message of more than {limit} bytes")
-        if not event.message_finished:
+    def _assemble(self, frame: Frame) -> Raw | ProtocolError | None:
+        """Add a data frame; return the whole message once complete. The
+        engine has checked the size (inflated, over all fragments); a message
+        in many frames is held as one buffer, so an empty fragment costs
+        nothing."""
+        data = frame.data
+        if frame.opcode is not Opcode.CONT:
+            self._parts_text = frame.opcode is Opcode.TEXT
+            if frame.fin:  # the common case: a message in one frame
+                if not self._parts_text:
+                    return bytes(data)
+                try:
+                    return bytes(data).decode()
+                except UnicodeDecodeError as exc:
+                    return _invalid_utf8(exc)
+            self._parts = bytearray()
+            self._utf8 = codecs.getincrementaldecoder("utf-8")() if self._parts_text else None
+        self._parts += data
+        try:
+            if self._utf8 is not None:  # fail fast, before the message ends
+                self._utf8.decode(data, final=frame.fin)
+        except UnicodeDecodeError as exc:
+            return _invalid_utf8(exc)
+        if not frame.fin:
             return None
-        fragments, self._fragments, self._fragments_size = self._fragments, [], 0
-        if len(fragments) == 1:
-            return data if isinstance(data, str) else bytes(data)
-        if isinstance(data, str):
-            return "".join(fragments)  # type: ignore[arg-type]
-        return b"".join(fragments)  # type: ignore[arg-type]
+        whole, self._parts = self._parts, bytearray()
+        return whole.decode() if self._parts_text else bytes(whole)
 
-    def _closed_by_peer_or_reply(self, event: CloseConnection) -> None:
-        """A close frame arrived: reply if the peer started the close, then,
-        with the handshake over, close our side of TCP. Caller holds
-        ``_protocol_lock``."""
-        assert self._protocol_lock.locked()
-        peer_started = self._protocol.state is ConnectionState.REMOTE_CLOSING
-        if peer_started:
-            # The reply goes out before anything is woken.
-            self._sendall(self._protocol.send(event.response()))
-            self._set_close_code(event.code, event.reason or "")
-            code = int(event.code)
+    def _decode(self, message: Raw) -> Any:
+        """The mode's item for ``message``; ``_SKIP`` if it does not decode
+        (reported as a ``DecodeError``); a ``ProtocolError`` to fail with."""
+        self.messages_in += 1
+        self.bytes_in += len(message)
+        try:
+            return self._codec.decode(message)
+        except ProtocolError as exc:
+            return exc
+        except DecodeError as exc:
+            self._report(exc, LOG_LEVEL_WARNING)
+        except Exception as exc:  # whatever a user's model raises
+            error = DecodeError(f"message does not decode: {type(exc).__name__}: {exc}", message)
+            error.__cause__ = exc
+            self._report(error, LOG_LEVEL_WARNING)
+        return _SKIP
+
+    def _closed_by_peer(self, frame: Frame) -> None:
+        """A close frame arrived: the peer's, or its reply to ours."""
+        close = self._protocol.close_rcvd
+        if close is None:
+            return
+        self._closing_started()
+        if self._protocol.close_rcvd_then_sent:  # the peer started the close
+            code, reason = int(close.code), close.reason
+            self._set_close_code(code, reason)
+            self._request_close(code, reason)
             if code not in NORMAL_CODES and code != CloseCode.NO_STATUS_RCVD:
-                self._report_failure(ConnectionClosedError(code, event.reason or ""))
+                self._report_failure(ConnectionClosedError(code, reason))
             else:
                 self.options.log(LOG_LEVEL_INFO, "%s: closed by peer (%s)", self.name, code)
-        self._draining = True
-        self._shutdown(socket.SHUT_WR)
-        self.sender.close(discard=True)
 
-    def _fail_by_peer(self, error: ProtocolError, locked: bool = False) -> None:
+    def _fail_by_peer(self, error: ProtocolError) -> None:
         """Fail the connection for the peer's fault (1002, 1007, 1009): send
         the close frame and close TCP at once (RFC 6455 §7.1.7)."""
-        self._report_failure(error)
-        self._request_close(error.code, str(error)[:120])
-        if locked:
-            self._send_close_and_shut(error.code, str(error))
-        else:
-            with self._protocol_lock:
-                self._send_close_and_shut(error.code, str(error))
-        self.sender.close(discard=True)
+        reason = str(error).encode()[:120].decode(errors="ignore")
+        with self._protocol_lock:
+            if self._protocol.state is not State.OPEN:
+                return
+            self._protocol.fail(error.code, reason)
+            replies = self._protocol.data_to_send()
+        self._failed_by_engine(None, error)
+        self.sender.send_control(replies, discard=True)
 
-    def _send_close_and_shut(self, code: int, reason: str) -> None:
-        assert self._protocol_lock.locked()
-        self._draining = True
-        if self._protocol.state is ConnectionState.OPEN:
-            reason = reason.encode()[:120].decode(errors="ignore")
-            self._set_close_code(code, reason)
-            self._sendall(self._protocol.send(CloseConnection(code, reason)))
-        self._shutdown(socket.SHUT_WR)
+    def _failed_by_engine(self, exc: BaseException | None, error: SocketsError | None = None) -> None:
+        """The engine failed the connection (its close frame is queued)."""
+        if error is None:
+            assert exc is not None
+            error = parser_error(exc)
+        close = self._protocol.close_sent
+        code = close.code if close is not None else CloseCode.ABNORMAL_CLOSURE
+        self._set_close_code(int(code), close.reason if close is not None else "")
+        self._request_close(int(code), "")
+        self._report_failure(error)
+        self._closing_started()
+        self.receiver.close()
 
     def _deliver(self, items: list[Any]) -> None:
         """Put ``items`` on ``receiver``, waking the view once; while it is
         full, stop reading (TCP pushes back) and stop the keepalive clock.
-        Once the connection is ending, the last messages go in past the
-        limit (at most one read's worth), so that nothing sent before a
-        close is lost."""
+        Past the rate limit, wait for the bucket to refill (also paused)."""
+        if self._rate is not None:
+            self._take_tokens(len(items))
         try:
-            if self._draining:
-                for item in items:
-                    self.receiver._force(item)
-                return
             start = self.receiver._put_available(items)
         except Closed:
             return  # closing: the view reads no more
@@ -592,139 +631,37 @@ class Connection:
         except Closed:
             pass
         finally:
-            self._last_seen = time.monotonic()
+            self._last_alive = time.monotonic()
             self._paused = False
+
+    def _take_tokens(self, count: int) -> None:
+        """Wait until the rate limit allows ``count`` more messages."""
+        assert self._rate is not None
+        limit, period = self._rate
+        rate = limit / period
+        now = time.monotonic()
+        self._tokens = min(limit, self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        self._tokens -= count
+        if self._tokens >= 0:
+            return
+        self._paused = True
+        try:
+            with self._state:
+                self._state.wait_for(lambda: self._ended or self.receiver.closed, -self._tokens / rate)
+        finally:
+            self._paused = False
+            self._last_alive = time.monotonic()
 
     def _lost(self, cause: OSError | None) -> None:
         """The socket hit EOF or an error."""
-        if self._draining or self._close_request is not None:
+        if self._close_request is not None or self._protocol.state is not State.OPEN:
             return
         error = ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "connection lost")
         error.__cause__ = cause
         self._report_failure(error)
 
-    # -- the writer ---------------------------------------------------------
-
-    def _write_loop(self) -> None:
-        # Owns: data frames and pings from `sender`, the close frame, and the
-        # close_timeout watchdog. Ends once `sender` is closed and drained and
-        # the reader has ended (or been cut off by the watchdog).
-        try:
-            while True:
-                try:
-                    batch = self.sender.get_many(WRITE_BATCH)
-                except Closed:
-                    break
-                written = self._write(batch)
-                self.sender.written(len(batch))  # type: ignore[attr-defined]
-                if not written:
-                    return
-            request = self._close_request
-            if request is not None:
-                with self._protocol_lock:
-                    if self._protocol.state is ConnectionState.OPEN:
-                        self._set_close_code(*request)
-                        self._sendall(self._protocol.send(CloseConnection(*request)))
-            with self._state:
-                if not self._state.wait_for(
-                    lambda: self._reader_finished, self._close_timeout
-                ):
-                    self.options.log(LOG_LEVEL_DEBUG, "%s: no close frame in time", self.name)
-                    self.abort()
-        except _WriteFailed:
-            pass
-        except Exception:
-            self.options.log(LOG_LEVEL_ERROR, "%s: writer crashed", self.name, exc_info=True)
-            self.abort()
-
-    def _write_now(self, event: Event) -> bool:
-        """Write one frame from the caller's thread; False if the connection
-        is closing or the socket failed. Caller holds ``_protocol_lock``."""
-        assert self._protocol_lock.locked()
-        if self._protocol.state is not ConnectionState.OPEN:
-            return False
-        try:
-            self._sendall(self._protocol.send(_event(event)))
-        except _WriteFailed:
-            return False
-        return True
-
-    def _write(self, batch: list[Event]) -> bool:
-        """Send ``batch`` in one write; False if the socket failed."""
-        try:
-            with self._protocol_lock:
-                if self._protocol.state is not ConnectionState.OPEN:
-                    return True  # closing: what is left is dropped
-                def send(event: Any) -> bytes:
-                    return self._protocol.send(_event(event))
-
-                if len(batch) == 1:
-                    self._sendall(send(batch[0]))
-                else:
-                    self._sendall(b"".join([send(event) for event in batch]))
-        except _WriteFailed:
-            return False
-        return True
-
-    def _sendall(self, data: bytes) -> None:
-        """Write ``data`` whole within ``write_wait``, or cut TCP.
-
-        Caller holds ``_protocol_lock``. Raises :class:`_WriteFailed`.
-        """
-        assert self._protocol_lock.locked()
-        try:
-            self._send_within(data)
-        except socket.timeout as exc:
-            error: SocketsError = WriteTimeout(f"write blocked for {self._write_wait} s")
-            error.__cause__ = exc
-            self._report_failure(error)
-            self.abort()
-            raise _WriteFailed from exc
-        except OSError as exc:
-            if not self._draining and self._close_request is None:
-                error = ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "connection lost")
-                error.__cause__ = exc
-                self._report_failure(error)
-            self.abort()
-            raise _WriteFailed from exc
-
-    def _send_within(self, data: bytes) -> None:
-        """``sendall`` with a deadline of ``write_wait`` for the whole of
-        ``data``. The common case is one ``send``; only a partial write
-        re-arms SO_SNDTIMEO with the time that is left.
-
-        Raises:
-            socket.timeout: The deadline passed.
-            OSError: The socket failed.
-        """
-        if self._write_wait is None:
-            self._sock.sendall(data)
-            return
-        view = memoryview(data)
-        deadline = None
-        while True:
-            try:
-                sent = self._sock.send(view)
-            except BlockingIOError:  # SO_SNDTIMEO expired with nothing sent
-                sent = 0
-            if sent == len(view):
-                return
-            view = view[sent:]
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + self._write_wait
-                if sent == 0:  # that send already waited the whole write_wait
-                    raise socket.timeout("write_wait expired")
-            if now >= deadline:
-                raise socket.timeout("write_wait expired")
-            self._set_send_timeout(deadline - now)
-
-    def _set_send_timeout(self, seconds: float) -> None:
-        whole = int(seconds)
-        timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6) or (0 if whole else 1))
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-
-    # -- closing ------------------------------------------------------------
+    # -- closing bookkeeping ----------------------------------------------------
 
     def _request_close(self, code: int, reason: str) -> bool:
         """Record the close to send; False if one was already recorded."""
@@ -749,10 +686,14 @@ class Connection:
 
     def _report(self, error: SocketsError, level: int) -> None:
         self.options.log(level, "%s: %s: %s", self.name, type(error).__name__, error)
+        for callback in self._on_error:
+            callback(error)
         try:
             self.errors.put_nowait(error)
-        except (queue.Full, Closed):
+        except queue.Full:
             self.options.log(LOG_LEVEL_WARNING, "%s: errors channel full, dropped", self.name)
+        except Closed:
+            pass  # the connection has ended: nobody reads errors any more
 
     def _shutdown(self, how: int) -> None:
         with contextlib.suppress(OSError):  # already shut down, or reset
@@ -761,20 +702,19 @@ class Connection:
     def _teardown(self) -> None:
         """End the connection; run once, by the reader as it ends.
 
-        Every thread ends: the reader is the caller; the writer is woken from
-        ``sender`` (closed), from ``sendall`` (socket shut down) and from its
-        close watchdog (``_reader_finished``), so the join returns. Blocked
-        views are woken by closing ``receiver`` and ``sender``. ``done`` is
-        set last, after ``errors`` holds every error.
+        Every thread ends: the reader is the caller; a writer thread is woken
+        from ``send`` by the socket's shutdown and stops at once
+        (``sender.shutdown`` joins it); the timer forgets the connection.
+        Blocked views are woken by closing ``receiver`` and ``sender``.
+        ``done`` is set last, after ``errors`` holds every error.
         """
+        self._ended = True
         self._shutdown(socket.SHUT_RDWR)
         with self._state:
-            self._reader_finished = True
             self._state.notify_all()
         self.receiver.close()
-        self.sender.close(discard=True)
-        self._writer.join()
-        scheduler.unregister(self)
+        self.sender.shutdown()
+        scheduler.cancel(self)
         self._set_close_code(CloseCode.ABNORMAL_CLOSURE, "")
         self.errors.close()
         self.options.log(LOG_LEVEL_DEBUG, "%s: done (%s)", self.name, self._close_code)
@@ -785,17 +725,26 @@ class Connection:
                 self.options.log(
                     LOG_LEVEL_ERROR, "%s: on_done callback failed", self.name, exc_info=True
                 )
+        self._on_done.clear()
+        self._on_error.clear()
         self.done.set()
 
 
-def _event(item: Any) -> Event:
-    """Temporary: an ``Outgoing`` as a wsproto event."""
-    from .engine import Outgoing
-
-    if isinstance(item, Outgoing):
-        return TextMessage(data=item.data.decode()) if item.text else BytesMessage(data=item.data)
-    return item  # type: ignore[no-any-return]
+_DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+_SKIP = object()
 
 
-class _WriteFailed(Exception):
-    """A write failed; the error is reported and TCP is cut."""
+def _invalid_utf8(exc: UnicodeDecodeError) -> ProtocolError:
+    error = ProtocolError(
+        f"invalid UTF-8 in a text message: {exc.reason}", CloseCode.INVALID_FRAME_PAYLOAD_DATA
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _check_close(code: object, reason: object) -> None:
+    """Raise ``ValueError`` for a close code or reason that may not be sent."""
+    if not isinstance(code, int) or not is_sendable_code(code):
+        raise ValueError(f"close code {code!r} may not be sent in a close frame")
+    if not isinstance(reason, str) or len(reason.encode()) > 123:
+        raise ValueError("close reason must be a str of at most 123 bytes of UTF-8")

@@ -45,6 +45,7 @@ __all__ = [
     "Protocol",
     "State",
     "accept",
+    "close_echo",
     "parser_error",
 ]
 
@@ -112,6 +113,13 @@ def accept(
     protocol.extensions = handshake.extensions
     protocol.subprotocol = handshake.subprotocol
     return response.serialize(), protocol
+
+
+def close_echo(close: Close) -> bytes:
+    """The close frame that echoes the peer's ``close`` (none of a code if
+    it sent none)."""
+    data = b"" if close.code == CloseCode.NO_STATUS_RCVD else close.serialize()
+    return Frame(Opcode.CLOSE, data).serialize(mask=False)
 
 
 def parser_error(exc: BaseException) -> SocketsError:

@@ -2,7 +2,7 @@
 
 Each refusal is raised as a werkzeug ``HTTPException`` so that Flask's error
 handlers and logging see it; its body is one plain-text line. An accepted
-request yields the bytes of the 101 response and the wsproto connection that
+request yields the bytes of the 101 response and the engine's protocol that
 takes over the socket.
 """
 
@@ -16,15 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import h11
 from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, MethodNotAllowed
-from wsproto import ConnectionType
-from wsproto.connection import Connection as Protocol
-from wsproto.events import AcceptConnection, Request
-from wsproto.extensions import Extension, PerMessageDeflate
-from wsproto.handshake import H11Handshake
-from wsproto.utilities import ProtocolError as WsprotoError
 
+from . import engine
+from .engine import Protocol
 from .options import LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options
 
 if TYPE_CHECKING:
@@ -72,7 +67,7 @@ class Accepted:
 
     Attributes:
         response: The bytes of the 101 response, to be written as they are.
-        protocol: The wsproto connection, in the OPEN state.
+        protocol: The engine's protocol, in the OPEN state.
         subprotocol: The negotiated subprotocol, or ``None``.
     """
 
@@ -104,18 +99,17 @@ def accept(request: FlaskRequest, options: Options) -> Accepted:
         raise OriginRejected(f"Origin {origin!r} is not allowed")
     offered = _tokens(request.headers.getlist("Sec-WebSocket-Protocol"), lower=False)
     subprotocol = next((p for p in offered if p in options.subprotocols), None)
-    handshake = H11Handshake(ConnectionType.SERVER)
     try:
-        handshake.initiate_upgrade_connection(_raw_headers(request), _target(request))
-        (event,) = list(handshake.events())
-        assert isinstance(event, Request)
-        extensions: list[Extension] = [PerMessageDeflate()] if options.compression else []
-        response = handshake.send(AcceptConnection(subprotocol=subprotocol, extensions=extensions))
-    except (WsprotoError, h11.ProtocolError, ValueError) as exc:
+        response, protocol = engine.accept(
+            _target(request),
+            list(request.headers.items()),
+            subprotocol,
+            options.compression,
+            options.max_message_size,
+        )
+    except ValueError as exc:
         options.log(LOG_LEVEL_INFO, "handshake refused (400): %s", exc)
         raise NotUpgrade(f"malformed handshake: {exc}") from exc
-    protocol = handshake.connection
-    assert protocol is not None
     return Accepted(response, protocol, subprotocol)
 
 
@@ -164,10 +158,6 @@ def _tokens(values: Iterable[str], lower: bool = True) -> list[str]:
     return [token.lower() if lower else token for token in tokens if token]
 
 
-def _raw_headers(request: FlaskRequest) -> list[tuple[bytes, bytes]]:
-    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in request.headers]
-
-
-def _target(request: FlaskRequest) -> bytes:
+def _target(request: FlaskRequest) -> str:
     path: str = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or "/"
-    return path.encode("latin-1")
+    return path

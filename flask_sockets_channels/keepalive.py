@@ -1,10 +1,15 @@
-"""One process-wide thread that keeps every connection's keepalive.
+"""One process-wide timer thread for every connection's deadlines.
 
-A connection registers itself when it opens; the scheduler calls its
-``keepalive(now)`` when it is due, which sends a ping or declares the peer
-dead, and returns when it is due next (``None`` to stop). The thread starts
-with the first registration and ends when no connection is left, so the
-process's thread count returns to its baseline.
+A connection schedules itself with :meth:`Scheduler.schedule`; when it is due
+the scheduler calls its ``tick(now)``, which sends a ping, declares a silent
+peer dead or cuts a closing handshake that took too long, and returns when it
+is due next (``None`` to stop). The thread starts with the first schedule and
+ends when no connection is left, so the process's thread count returns to its
+baseline.
+
+Nothing here keeps a finished connection alive: the heap holds connection
+ids, the only reference is in ``_due``, and :meth:`Scheduler.cancel` (called
+by the connection's teardown) drops it.
 """
 
 from __future__ import annotations
@@ -15,50 +20,64 @@ import threading
 import time
 from typing import Protocol
 
-__all__ = ["Keepalive", "scheduler"]
+__all__ = ["Scheduler", "Timed", "scheduler"]
 
 
-class Keepalive(Protocol):
+class Timed(Protocol):
     """What the scheduler needs of a connection."""
 
     name: str
 
-    def keepalive(self, now: float) -> float | None:
-        """Do what is due at ``now``; return the next due time, or ``None``."""
+    def tick(self, now: float) -> float | None:
+        """Do what is due at ``now``; return the next due time, or ``None``.
+        Must never block."""
 
 
-class KeepaliveScheduler:
-    """Calls ``keepalive(now)`` of registered connections when they are due.
-
-    ``keepalive`` must never block: it only queues a ping or requests a close.
-    """
+class Scheduler:
+    """Calls ``tick(now)`` of scheduled connections when they are due."""
 
     def __init__(self) -> None:
-        self._wakeup = threading.Condition()  # guards the three fields below
-        self._heap: list[tuple[float, int, Keepalive]] = []
-        self._registered: set[int] = set()  # ids of registered connections
+        self._wakeup = threading.Condition()  # guards every field below
+        self._heap: list[tuple[float, int, int]] = []  # (due, order, id)
+        self._due: dict[int, tuple[Timed, float]] = {}  # id -> (connection, due)
         self._thread: threading.Thread | None = None
         self._order = itertools.count()
+        self._ticking: int | None = None  # id of the connection in tick()
+        self._ticking_cancelled = False
 
-    def register(self, connection: Keepalive, due: float) -> None:
-        """Call ``connection.keepalive`` at monotonic time ``due``."""
+    def schedule(self, connection: Timed, due: float) -> None:
+        """Call ``connection.tick`` at monotonic time ``due``, or earlier if
+        it is already scheduled earlier."""
         with self._wakeup:
-            self._registered.add(id(connection))
-            heapq.heappush(self._heap, (due, next(self._order), connection))
+            key = id(connection)
+            current = self._due.get(key)
+            if current is not None and current[1] <= due:
+                return
+            self._due[key] = (connection, due)
+            heapq.heappush(self._heap, (due, next(self._order), key))
+            if len(self._heap) > 2 * len(self._due) + 64:
+                self._compact()
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._run, name="flask-sockets-channels keepalive", daemon=True
+                    target=self._run, name="flask-sockets-channels timers", daemon=True
                 )
                 self._thread.start()
-            elif self._heap[0][2] is connection:
+            elif self._heap[0][2] == key:
                 self._wakeup.notify()
 
-    def unregister(self, connection: Keepalive) -> None:
-        """Stop calling ``connection``; its heap entry is dropped lazily."""
+    def cancel(self, connection: Timed) -> None:
+        """Stop calling ``connection`` and drop the reference to it."""
         with self._wakeup:
-            self._registered.discard(id(connection))
-            if not self._registered:
+            key = id(connection)
+            if key == self._ticking:
+                self._ticking_cancelled = True
+            if self._due.pop(key, None) is not None and not self._due:
                 self._wakeup.notify()
+
+    def scheduled(self, connection: Timed) -> bool:
+        """Whether ``connection`` is scheduled."""
+        with self._wakeup:
+            return id(connection) in self._due
 
     @property
     def running(self) -> bool:
@@ -67,32 +86,44 @@ class KeepaliveScheduler:
             return self._thread is not None
 
     def _run(self) -> None:
-        # Owns: the heap's order of calls. Ends as soon as nothing is registered.
+        # Owns: the calls to tick(), one at a time. Ends as soon as nothing is
+        # scheduled.
         while True:
             with self._wakeup:
-                due = self._next_due()
-                if due is None:
+                entry = self._next()
+                if entry is None:
                     self._thread = None
                     return
+                connection, due = entry
                 now = time.monotonic()
-                if due[0] > now:
-                    self._wakeup.wait(due[0] - now)
+                if due > now:
+                    self._wakeup.wait(due - now)
                     continue
                 heapq.heappop(self._heap)
-                connection = due[2]
-            next_due = connection.keepalive(now)
+                del self._due[id(connection)]
+                self._ticking, self._ticking_cancelled = id(connection), False
+            next_due = connection.tick(now)
             with self._wakeup:
-                if next_due is None:
-                    self._registered.discard(id(connection))
-                elif id(connection) in self._registered:
-                    heapq.heappush(self._heap, (next_due, next(self._order), connection))
+                cancelled = self._ticking_cancelled
+                self._ticking = None
+            if next_due is not None and not cancelled:
+                self.schedule(connection, next_due)
+            del connection  # no reference held while waiting
 
-    def _next_due(self) -> tuple[float, int, Keepalive] | None:
-        assert self._wakeup._is_owned()  # type: ignore[attr-defined]
-        while self._heap and id(self._heap[0][2]) not in self._registered:
+    def _next(self) -> tuple[Timed, float] | None:
+        """The earliest live entry; stale heap entries are dropped."""
+        while self._heap:
+            due, _, key = self._heap[0]
+            entry = self._due.get(key)
+            if entry is not None and entry[1] == due:
+                return entry
             heapq.heappop(self._heap)
-        return self._heap[0] if self._heap else None
+        return None
+
+    def _compact(self) -> None:
+        self._heap = [(due, next(self._order), key) for key, (_, due) in self._due.items()]
+        heapq.heapify(self._heap)
 
 
 #: The process-wide scheduler.
-scheduler = KeepaliveScheduler()
+scheduler = Scheduler()
