@@ -56,6 +56,8 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(Self|NoneType|OriginPolicy|Duration|Raw|Outgoing|Model|ModelT)"),
     # Type variables and aliases of the modules, not API.
     (r"py:.*", r"flask_sockets_channels\.\w+\.(T|View|Raw|Outgoing|OriginPolicy|Duration)"),
+    # queue.Queue's own methods, which Channel inherits (not documented here).
+    (r"py:meth", r"(join|task_done|qsize|empty|full|put_nowait|get_nowait)"),
     # Named without its package in testing.py's docstrings; documented
     # under flask_sockets_channels (close-codes.md tells the rule).
     (r"py:.*", r"ConnectionClosed(Error)?"),
