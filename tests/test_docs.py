@@ -36,18 +36,23 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from websockets.sync.client import connect
 
-from tests.conftest import ROOT, wait_time
+from tests.conftest import ROOT, free_port, wait_time
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PYTHON = {"python", "py", "python3"}
@@ -402,6 +407,45 @@ def test_code_block_runs_as_written(block: Block, tmp_path: Path) -> None:
         status, output = run([*command, block.file], tmp_path)
         assert status == 0, f"pytest {block.file} ({block.where}) failed:\n{output}"
         assert re.search(r"\b[1-9][0-9]* passed\b", output), output
+
+
+# -- the README's demo command ----------------------------------------------------
+
+
+def test_readme_demo_command_serves_the_chat_demo(tmp_path: Path) -> None:
+    """`python examples/chat/app.py`, the README's first command after the
+    install, on a free port instead of 5000: the page and a room's socket."""
+    port = free_port()
+    base = f"127.0.0.1:{port}"
+    log = (tmp_path / "demo.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "examples/chat/app.py", str(port)],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + wait_time(20)
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{base}/", timeout=wait_time(5)) as page:
+                    assert page.url == f"http://{base}/room/lobby"
+                    assert "<title>#lobby - chat</title>" in page.read().decode()
+                break
+            except urllib.error.URLError:
+                assert process.poll() is None, (tmp_path / "demo.log").read_text()
+                assert time.monotonic() < deadline, "the demo did not answer"
+                time.sleep(0.05)  # the server gives no readiness signal but answering
+        with connect(f"ws://{base}/ws/lobby?user=ann", open_timeout=wait_time(5)) as ws:
+            assert json.loads(ws.recv(timeout=wait_time(5))) == {"kind": "join", "user": "ann"}
+            ws.send(json.dumps({"user": "ann", "text": "hello"}))
+            assert json.loads(ws.recv(timeout=wait_time(5))) == {"user": "ann", "text": "hello"}
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(wait_time(10))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
 
 
 # -- the extractor itself -------------------------------------------------------
