@@ -129,9 +129,13 @@ def api_names() -> list[str]:
     names = [f"flask_sockets_channels.{name}" for name in flask_sockets_channels.__all__]
     for module_name, dotted in MEMBERS:
         if importlib.util.find_spec(module_name) is None:
+            continue  # a module of a later version
+        try:
+            target: object = importlib.import_module(module_name)
+        except ImportError:  # it needs an extra (prometheus): Sphinx mocks that
+            names.append(f"{module_name}.{dotted}")
             continue
-        target: object = importlib.import_module(module_name)
-        with contextlib.suppress(AttributeError):
+        with contextlib.suppress(AttributeError):  # a name of a later version
             for part in dotted.split("."):
                 target = getattr(target, part)
             names.append(f"{module_name}.{dotted}")
