@@ -13,11 +13,10 @@ broken internal link, heading anchor or API cross-reference a warning.
 from __future__ import annotations
 
 import importlib.util
+import re
 from typing import Any
 
-from docutils import nodes
 from sphinx.application import Sphinx
-from sphinx.ext.autodoc.directive import AutodocDirective
 
 import flask_sockets_channels
 
@@ -78,18 +77,21 @@ html_title = f"flask-sockets-channels {release}"
 html_static_path: list[str] = []
 
 
-class OptionalAutomodule(AutodocDirective):
-    """``automodule``, for a module that a later version adds: where the
-    installed package has no such module, a one-line note says so instead
-    of a failed import (a warning, so an error with -W)."""
+# `.. automodule-if-present:: NAME` (in api.md's eval-rst blocks) is
+# `.. automodule:: NAME` where the installed package has that module, and a
+# one-line note where it does not yet: a module that a later version adds is
+# listed in advance, without a failed import (a warning, so an error with -W).
+OPTIONAL_AUTOMODULE = re.compile(r"^\.\. automodule-if-present:: *(\S+)\n((?:[ \t]+\S.*\n)*)", re.M)
 
-    def run(self) -> list[nodes.Node]:
-        module = self.arguments[0].strip()
-        if importlib.util.find_spec(module) is None:
-            note = nodes.paragraph(text=f"{module}: not in version {release}.")
-            return [note]
-        self.name = "automodule"
-        return super().run()
+
+def expand_optional_automodules(app: Sphinx, docname: str, source: list[str]) -> None:
+    def expand(match: re.Match[str]) -> str:
+        module, options = match[1], match[2]
+        if importlib.util.find_spec(module) is not None:
+            return f".. automodule:: {module}\n{options}"
+        return f"``{module}``: not in version {release}.\n"
+
+    source[0] = OPTIONAL_AUTOMODULE.sub(expand, source[0])
 
 
 # Napoleon reads "text: more" on the first line of a property's docstring as
@@ -114,7 +116,7 @@ def restore_property_docstring(
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    app.add_directive("automodule-if-present", OptionalAutomodule)
+    app.connect("source-read", expand_optional_automodules)
     app.connect("autodoc-process-docstring", keep_property_docstring, priority=400)
     app.connect("autodoc-process-docstring", restore_property_docstring, priority=600)
     return {"parallel_read_safe": True}
