@@ -53,8 +53,10 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(Flask|Request|Response|Logger|LoggerAdapter|Event|Queue|Any|Callable|T)"),
     (r"py:.*", r"(Sequence|Mapping|Iterator|Iterable|Union|Optional|timedelta|TracebackType)"),
     (r"py:.*", r"(Self|NoneType|OriginPolicy|Duration|Raw|Outgoing|Model|ModelT)"),
-    # Type variables and aliases of the modules, not API.
-    (r"py:.*", r"flask_sockets_channels\.\w+\.(T|View|Raw|Outgoing|OriginPolicy|Duration)"),
+    # Type variables and aliases of the modules, not API (older Sphinx names
+    # them without their module).
+    (r"py:.*", r"(flask_sockets_channels\.\w+\.)?(T|View|Raw|Outgoing|OriginPolicy|Duration)"),
+    (r"py:.*", r"(flask_sockets_channels\.\w+\.)?(Decorator|HeadersArg|QueryArg)"),
     # queue.Queue's own methods, which Channel inherits (not documented here).
     (r"py:meth", r"(join|task_done|qsize|empty|full|put_nowait|get_nowait)"),
     # Named without its package in testing.py's docstrings; documented
