@@ -24,7 +24,7 @@ with examples):
   - ``<!-- doc-test: check`` + lines of code + ``-->``: code run after the
     block, in the same module, that asserts what the block does (after a
     ``file`` block: run as a module of its own that imports the file).
-    ``doc_test_tools`` (written into the project) serves an app on a real
+    ``doc_helpers`` (written into the project) serves an app on a real
     server on port 0 and bounds waits.
 
 A marker that does not fit (an unknown keyword, a skip without a reason, a
@@ -63,7 +63,7 @@ KEYWORDS = {"skip", "file", "setup", "check"}
 BLOCK_TIMEOUT = wait_time(90)
 
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
-TOOLS = '''\
+HELPERS = '''\
 """Helpers for the checks of tests/test_docs.py (written into each project)."""
 
 import contextlib
@@ -335,14 +335,14 @@ RUNS = [block for block in BLOCKS if block.runs]
 
 
 def make_project(folder: Path, document: Path) -> None:
-    """The page's project: its file blocks, examples/, doc_test_tools.py."""
+    """The page's project: its file blocks, examples/, doc_helpers.py."""
     names: dict[str, str] = {}
     for block in BLOCKS:
         if block.document == document and block.file is not None and block.skip is None:
             assert block.file not in names, f"{block.where}: a second block for {block.file}"
             names[block.file] = block.where
             (folder / block.file).write_text(block.code, encoding="utf-8")
-    (folder / "doc_test_tools.py").write_text(TOOLS, encoding="utf-8")
+    (folder / "doc_helpers.py").write_text(HELPERS, encoding="utf-8")
     (folder / "examples").symlink_to(ROOT / "examples", target_is_directory=True)
 
 
