@@ -153,8 +153,10 @@ class Connection:
         path: The request path.
         subprotocol: The negotiated subprotocol, or ``None``.
         name: A name for logs and threads.
-        messages_in, messages_out, bytes_in, bytes_out: Counters of data
-            messages and their payload bytes.
+        messages_in: How many data messages were received.
+        messages_out: How many data messages were sent.
+        bytes_in: The payload bytes of the data messages received.
+        bytes_out: The payload bytes of the data messages sent.
     """
 
     def __init__(

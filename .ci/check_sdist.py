@@ -1,0 +1,108 @@
+"""Check the release artifacts, as `tox -e sdist` runs it.
+
+    python .ci/check_sdist.py WORK_DIR [PYTEST_ARGS...]
+
+1. `python -m build` makes the sdist, then the wheel from the unpacked sdist
+   (so a file the wheel needs but the sdist leaves out fails here);
+2. `twine check --strict` checks both (metadata, the README as PyPI renders it);
+3. the sdist must hold the tests, docs, examples, changelog and licence, and
+   its version must be the package's;
+4. the wheel is installed with its `test` extra, and the test suite runs from
+   the unpacked sdist against it (pytest run as a script with
+   --import-mode=append, as in tox's test envs, so the installed wheel is what
+   the tests import).
+
+Exits non-zero on the first failure. Runs in the current environment (tox's
+sdist env): it installs the wheel into it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NAME = "flask_sockets_channels"
+# What the sdist must carry besides the package: enough to run the tests and
+# build the docs from it.
+REQUIRED = (
+    "README.md",
+    "CHANGELOG.md",
+    "LICENSE",
+    "setup.cfg",
+    "setup.py",
+    "pyproject.toml",
+    "tox.ini",
+    f"{NAME}/__init__.py",
+    f"{NAME}/py.typed",
+    "tests/conftest.py",
+    "tests/test_docs.py",
+    "docs/conf.py",
+    "docs/index.md",
+    "docs/quickstart.md",
+    "examples/chat/app.py",
+    "examples/chat/templates/index.html",
+)
+# Never in the sdist: build output, caches, local environments.
+FORBIDDEN = ("docs/_build/", "__pycache__/", ".tox/", "test-artifacts/", ".ci/venv/")
+
+
+def run(*command: str | Path, cwd: Path = ROOT) -> None:
+    print("+", " ".join(map(str, command)), flush=True)
+    subprocess.run([str(part) for part in command], cwd=cwd, check=True)
+
+
+def version() -> str:
+    """The version as the package declares it (setup.cfg reads the same)."""
+    namespace: dict[str, str] = {}
+    for line in (ROOT / NAME / "__init__.py").read_text().splitlines():
+        if line.startswith("__version__"):
+            exec(line, namespace)
+    return namespace["__version__"]
+
+
+def main(work: Path, pytest_args: list[str]) -> None:
+    dist = work / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    run(sys.executable, "-m", "build", "--outdir", dist, ROOT)
+    sdists = sorted(dist.glob("*.tar.gz"))
+    wheels = sorted(dist.glob("*.whl"))
+    assert len(sdists) == 1 and len(wheels) == 1, f"not one sdist and one wheel: {sdists + wheels}"
+    run(sys.executable, "-m", "twine", "check", "--strict", sdists[0], wheels[0])
+
+    expected = f"flask_sockets_channels-{version()}"
+    assert sdists[0].name == f"{expected}.tar.gz", (sdists[0].name, expected)
+    assert wheels[0].name.startswith(f"{expected}-py3-none-any"), wheels[0].name
+    with tarfile.open(sdists[0]) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+        missing = [path for path in REQUIRED if path not in names]
+        assert not missing, f"the sdist lacks {missing}"
+        stray = sorted(name for name in names if any(part in name for part in FORBIDDEN))
+        assert not stray, f"the sdist holds build output or caches: {stray[:10]}"
+        source = work / "sdist"
+        shutil.rmtree(source, ignore_errors=True)
+        source.mkdir()
+        if sys.version_info >= (3, 12):
+            archive.extractall(source, filter="data")
+        else:
+            archive.extractall(source)  # our own archive, just built
+    unpacked = source / expected
+    print(f"sdist: {len(names)} files, unpacked in {unpacked}", flush=True)
+
+    run(sys.executable, "-m", "pip", "install", f"{wheels[0]}[test]")
+    # The same version may be installed from an earlier run: this wheel wins.
+    run(sys.executable, "-m", "pip", "install", "--force-reinstall", "--no-deps", wheels[0])
+    pytest = Path(sys.executable).parent / "pytest"
+    run(
+        pytest, "--import-mode=append", "--timeout", "120", "-p", "no:cacheprovider",
+        "--ignore=tests/test_browser.py", "--ignore=tests/test_docs_site.py",
+        *pytest_args,
+        cwd=unpacked,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2:])
