@@ -15,9 +15,9 @@ Every frame — data, ping, pong, close — reaches the socket through
 
 Order: data frames go out in the order they were put (they are serialised
 only when written, under the lock, so permessage-deflate's context stays in
-step). Pings and pongs jump the data at the next frame boundary; at most one
-of each waits (a newer pong replaces an older one, as RFC 6455 §5.5.3
-allows), so a peer flooding pings cannot grow the backlog. Close frames keep
+step). Pings and pongs jump the data at the next frame boundary; at most sixteen
+wait (past that the oldest is dropped, as RFC 6455 §5.5.3 allows), so
+a peer flooding pings cannot grow the backlog. Close frames keep
 their place after the frames serialised before them.
 
 ``put`` never waits on the socket: it waits only for room in the buffer
@@ -43,6 +43,8 @@ WRITE_BATCH_BYTES = 1 << 16
 #: Chunks a caller's thread writes for others before it hands over to a
 #: writer thread (so a publisher is not kept writing for ever).
 DIRECT_CHUNKS = 16
+#: Pings and pongs that wait at most (a peer flooding pings gets the newest).
+MAX_CONTROL = 16
 #: Marks where TCP is half-closed (the engine's SEND_EOF).
 EOF = b""
 _PING, _PONG, _OPCODE = 0x9, 0xA, 0x0F
@@ -92,7 +94,10 @@ class Sender(Channel[Any]):
         self._on_overflow = on_overflow
         # All guarded by self.mutex:
         self._outbox: collections.deque[bytes] = collections.deque()  # serialised, not begun
-        self._control: dict[int, bytes] = {}  # opcode -> the one ping / pong waiting
+        # Pings and pongs waiting for the next frame boundary; bounded: past
+        # MAX_CONTROL the oldest is dropped (RFC 6455 §5.5.3 lets us answer
+        # only the latest ping).
+        self._control: collections.deque[bytes] = collections.deque(maxlen=MAX_CONTROL)
         self._head: memoryview | None = None  # the rest of a frame whose write began
         self._head_started = 0.0
         self._busy = False  # a thread is writing; it alone touches the socket
@@ -147,7 +152,7 @@ class Sender(Channel[Any]):
             for chunk in chunks:
                 opcode = chunk[0] & _OPCODE if chunk else None
                 if opcode in (_PING, _PONG):
-                    self._control[opcode] = chunk
+                    self._control.append(chunk)
                 else:
                     self._outbox.append(chunk)
             data = self._claim_next()
@@ -220,7 +225,7 @@ class Sender(Channel[Any]):
         if self._dead:
             return None
         if self._control:
-            control = b"".join(self._control.values())
+            control = b"".join(self._control)
             self._control.clear()
             return control
         if self._outbox:

@@ -60,6 +60,7 @@ class Frame:
     fin: bool
     opcode: int
     payload: bytes
+    rsv: int = 0
 
     @property
     def close_code(self) -> int | None:
@@ -162,7 +163,7 @@ class RawClient:
         if len(buffer) < offset + length:
             return None
         self.buffer = buffer[offset + length :]
-        return Frame(fin, opcode, buffer[offset : offset + length])
+        return Frame(fin, opcode, buffer[offset : offset + length], (buffer[0] >> 4) & 0x7)
 
     def _read_until(self, marker: bytes) -> bytes:
         while marker not in self.buffer:
