@@ -16,7 +16,10 @@ import importlib.util
 import re
 from typing import Any
 
+from docutils.nodes import Element
+from sphinx.addnodes import pending_xref
 from sphinx.application import Sphinx
+from sphinx.environment import BuildEnvironment
 
 import flask_sockets_channels
 
@@ -53,15 +56,13 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(Flask|Request|Response|Logger|LoggerAdapter|Event|Queue|Any|Callable|T)"),
     (r"py:.*", r"(Sequence|Mapping|Iterator|Iterable|Union|Optional|timedelta|TracebackType)"),
     (r"py:.*", r"(Self|NoneType|OriginPolicy|Duration|Raw|Outgoing|Model|ModelT)"),
+    (r"py:.*", r"CollectorRegistry"),  # prometheus_client's, named without its module
     # Type variables and aliases of the modules, not API (older Sphinx names
     # them without their module).
     (r"py:.*", r"(flask_sockets_channels\.\w+\.)?(T|View|Raw|Outgoing|OriginPolicy|Duration)"),
     (r"py:.*", r"(flask_sockets_channels\.\w+\.)?(Decorator|HeadersArg|QueryArg)"),
     # queue.Queue's own methods, which Channel inherits (not documented here).
     (r"py:meth", r"(join|task_done|qsize|empty|full|put_nowait|get_nowait)"),
-    # Named without its package in testing.py's docstrings; documented
-    # under flask_sockets_channels (close-codes.md tells the rule).
-    (r"py:.*", r"ConnectionClosed(Error)?"),
 ]
 
 autodoc_member_order = "bysource"
@@ -117,8 +118,31 @@ def restore_property_docstring(
         lines[:] = _property_docstrings.pop(name)
 
 
+# The docstrings name the package's public names without the package
+# (:meth:`Sockets.stats`, :class:`ConnectionClosed`); the reference documents
+# them as flask_sockets_channels.NAME. A Python reference that does not
+# resolve and starts with such a name is looked up again under that path.
+def resolve_package_name(
+    app: Sphinx, env: BuildEnvironment, node: pending_xref, contnode: Element
+) -> Element | None:
+    target = node.get("reftarget", "")
+    if node.get("refdomain") != "py" or target.split(".")[0] not in flask_sockets_channels.__all__:
+        return None
+    domain = env.get_domain("py")
+    return domain.resolve_xref(
+        env,
+        node["refdoc"],
+        app.builder,
+        node["reftype"],
+        f"flask_sockets_channels.{target}",
+        node,
+        contnode,
+    )
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("source-read", expand_optional_automodules)
+    app.connect("missing-reference", resolve_package_name)
     app.connect("autodoc-process-docstring", keep_property_docstring, priority=400)
     app.connect("autodoc-process-docstring", restore_property_docstring, priority=600)
     return {"parallel_read_safe": True}
