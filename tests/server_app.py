@@ -515,3 +515,11 @@ def create_app(extension: bool = True) -> Flask:
 def app_from_env() -> Flask:
     """Entry point for gunicorn: ``tests.server_app:app_from_env()``."""
     return create_app(extension=os.environ.get("FSC_TEST_EXTENSION", "1") == "1")
+
+
+def trusted_hosts_app() -> Flask:
+    """The test app with Flask's ``TRUSTED_HOSTS`` set (gunicorn entry point:
+    ``tests.server_app:trusted_hosts_app()``)."""
+    app = create_app(extension=os.environ.get("FSC_TEST_EXTENSION", "1") == "1")
+    app.config["TRUSTED_HOSTS"] = ["127.0.0.1", "localhost"]
+    return app
