@@ -23,7 +23,6 @@ written); ``_protocol_lock`` guards the engine. Order: ``sender.mutex``, then
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import itertools
 import queue
@@ -31,10 +30,12 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Callable, Union, cast
+from typing import Any, Callable, cast
 
 from . import engine
+from .assembler import Assembler, Raw
 from .channels import Channel, Closed
+from .controls import Disconnect, Done, check_close
 from .engine import Frame, Opcode, Outgoing, Protocol, State, parser_error
 from .exceptions import (
     NORMAL_CODES,
@@ -45,22 +46,19 @@ from .exceptions import (
     ProtocolError,
     SocketsError,
     WriteTimeout,
-    is_sendable_code,
 )
 from .keepalive import scheduler
 from .options import LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options
 from .options import seconds as to_seconds
-from .writer import Sender
+from .ratelimit import TokenBucket
+from .writer import Sender, send_all, send_nowait
 
 __all__ = ["Codec", "Connection"]
 
 RECV_SIZE = 1 << 16
 #: How many errors ``errors`` holds; more are logged and dropped.
 ERRORS_BUFFER = 64
-_NO_WAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _numbers = itertools.count(1)
-
-Raw = Union[str, bytes]
 
 
 class Codec:
@@ -84,59 +82,6 @@ class _CloseFrame:
 
     def __init__(self, code: int, reason: str) -> None:
         self.code, self.reason = code, reason
-
-
-class _Disconnect(Channel[Any]):
-    """``disconnect``: putting a code (or ``(code, reason)``) closes the
-    connection at once; never blocks, only the first one counts."""
-
-    def __init__(self, close: Callable[[int, str], None]) -> None:
-        super().__init__(1)
-        self._close = close
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        """Close the connection with ``item``: a code or ``(code, reason)``.
-
-        Raises:
-            TypeError: ``item`` is neither an ``int`` nor a ``(code, reason)``.
-            ValueError: The code may not be sent in a close frame.
-        """
-        if isinstance(item, int):
-            code, reason = item, ""
-        elif isinstance(item, tuple) and len(item) == 2:
-            code, reason = item
-        else:
-            raise TypeError(f"disconnect takes a close code or (code, reason), not {item!r}")
-        self._close(code, reason)
-
-
-class _Done(threading.Event):
-    """``done``: once it reads as set, the connection's threads have ended.
-
-    The reader sets it as its very last act; a thread cannot signal after it
-    has ended, so ``wait`` and ``is_set`` also join the reader (a matter of
-    microseconds by then) before they report it set.
-    """
-
-    def __init__(self, reader: threading.Thread) -> None:
-        super().__init__()
-        self._reader = reader
-
-    def is_set(self) -> bool:
-        if not super().is_set():
-            return False
-        self._join()
-        return True
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if not super().wait(timeout):
-            return False
-        self._join()
-        return True
-
-    def _join(self) -> None:
-        if self._reader is not threading.current_thread() and self._reader.ident is not None:
-            self._reader.join()
 
 
 class Connection:
@@ -181,7 +126,7 @@ class Connection:
         self.path = path
         self.subprotocol = subprotocol
         self.name = f"ws-{next(_numbers)} {remote_addr or '?'} {path}"
-        self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
+        self.messages_in = self.messages_out = self.bytes_out = 0
         self._sock = sock
         self._codec = codec
         self._protocol = protocol
@@ -191,7 +136,7 @@ class Connection:
             options.send_channel_buffer, codec.encode, self, self._slow_consumer
         )
         self.errors: Channel[SocketsError] = Channel(ERRORS_BUFFER)
-        self.disconnect: Channel[Any] = _Disconnect(self.close)
+        self.disconnect: Channel[Any] = Disconnect(self.close)
         self._state = threading.Condition()  # guards the close bookkeeping below
         self._close_request: tuple[int, str] | None = None
         self._close_code: int | None = None
@@ -201,22 +146,22 @@ class Connection:
         self._close_deadline: float | None = None
         self._on_done: list[Callable[[Connection], None]] = []
         self._on_error: list[Callable[[SocketsError], None]] = []
-        # Reader-owned: the message being assembled from fragments.
-        self._parts = bytearray()
-        self._parts_text = False
-        self._utf8: codecs.IncrementalDecoder | None = None
+        self._assembler = Assembler()  # reader-owned
         # Liveness, written by the reader and the writer, read by the timer.
         self._last_alive = time.monotonic()
         self._paused = False
         self._next_ping = float("inf")
-        rate = getattr(options, "rate_limit", None)
-        self._rate: tuple[float, float] | None = (float(rate[0]), float(rate[1])) if rate else None
-        self._tokens = self._rate[0] if self._rate else 0.0
-        self._refilled = time.monotonic()
+        rate = options.rate_limit
+        self._bucket = TokenBucket(*rate) if rate else None  # reader-owned
         self._reader = threading.Thread(target=self._read_loop, name=f"{self.name} reader")
-        self.done: threading.Event = _Done(self._reader)
+        self.done: threading.Event = Done(self._reader)
 
     # -- public API ---------------------------------------------------------
+
+    @property
+    def bytes_in(self) -> int:
+        """Payload bytes of the data frames received (inflated)."""
+        return self._assembler.bytes_in
 
     @property
     def closed(self) -> bool:
@@ -244,7 +189,7 @@ class Connection:
             ValueError: ``code`` may not be sent (1005, 1006, 1015, out of
                 range) or ``reason`` is longer than 123 bytes of UTF-8.
         """
-        _check_close(code, reason)
+        check_close(code, reason)
         if self._request_close(code, reason):
             self.receiver.close()
             self.sender.close_after_queued(_CloseFrame(code, reason))
@@ -258,7 +203,7 @@ class Connection:
         Raises:
             ValueError: As for :meth:`close`.
         """
-        _check_close(code, reason)
+        check_close(code, reason)
         if error is not None:
             self._report_failure(error)
         if self._request_close(code, reason):
@@ -407,37 +352,14 @@ class Connection:
 
     def send_nowait(self, data: bytes | memoryview) -> int:
         """Send what the kernel takes at once. Raises ``OSError``."""
-        if not _NO_WAIT:
-            return 0  # no MSG_DONTWAIT here: the writer thread sends all
-        try:
-            return self._sock.send(data, _NO_WAIT)
-        except BlockingIOError:
-            return 0
+        return send_nowait(self._sock, data)
 
     def send_within(self, data: bytes | memoryview, started: float) -> bool:
         """Send all of ``data`` by ``started + write_wait``; on a timeout or
         a socket error, report it, cut TCP and return False."""
-        view = memoryview(data)
+        deadline = None if self._write_wait is None else started + self._write_wait
         try:
-            while view:
-                # A blocking send returns only once all is queued or its
-                # timeout expires: wake up every slice to see progress.
-                wait = self._send_slice
-                if self._write_wait is not None:
-                    left = started + self._write_wait - time.monotonic()
-                    if left <= 0:
-                        raise socket.timeout("write_wait expired")
-                    wait = min(wait, left)
-                self._set_send_timeout(wait)
-                try:
-                    sent = self._sock.send(view)
-                except BlockingIOError:  # SO_SNDTIMEO expired with nothing sent
-                    sent = 0
-                if sent:
-                    # A writer thread runs only while the kernel's buffer is
-                    # full: progress means the peer is reading. Alive.
-                    self._last_alive = time.monotonic()
-                view = view[sent:]
+            send_all(self._sock, data, deadline, self._send_slice, self._drained)
         except socket.timeout as exc:
             self._write_broke(WriteTimeout(f"write blocked for {self._write_wait} s"), exc)
             return False
@@ -445,6 +367,11 @@ class Connection:
             self.write_failed(exc)
             return False
         return True
+
+    def _drained(self) -> None:
+        # A writer thread runs only while the kernel's buffer is full: its
+        # progress means the peer is reading. Alive.
+        self._last_alive = time.monotonic()
 
     def write_failed(self, exc: OSError) -> None:
         """A write failed: the peer reset the connection or is gone.
@@ -472,11 +399,6 @@ class Connection:
     def shutdown_write(self) -> None:
         """Half-close TCP: the engine's EOF after a close frame."""
         self._shutdown(socket.SHUT_WR)
-
-    def _set_send_timeout(self, seconds: float) -> None:
-        whole = int(seconds)
-        timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6) or (0 if whole else 1))
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
     # -- the reader ---------------------------------------------------------
 
@@ -527,7 +449,7 @@ class Connection:
             if frame.opcode is Opcode.CLOSE:
                 self._closed_by_peer(frame)
             elif frame.opcode in _DATA:
-                message = self._assemble(frame)
+                message = self._assembler.add(frame)
                 if isinstance(message, ProtocolError):
                     self._fail_by_peer(message)
                     break
@@ -546,35 +468,6 @@ class Connection:
             self.sender.send_control(replies, discard=closing)
         if items:
             self._deliver(items)
-
-    def _assemble(self, frame: Frame) -> Raw | ProtocolError | None:
-        """Add a data frame; return the whole message once complete. The
-        engine has checked the size (inflated, over all fragments); a message
-        in many frames is held as one buffer, so an empty fragment costs
-        nothing."""
-        data = frame.data
-        self.bytes_in += len(data)
-        if frame.opcode is not Opcode.CONT:
-            self._parts_text = frame.opcode is Opcode.TEXT
-            if frame.fin:  # the common case: a message in one frame
-                if not self._parts_text:
-                    return bytes(data)
-                try:
-                    return bytes(data).decode()
-                except UnicodeDecodeError as exc:
-                    return _invalid_utf8(exc)
-            self._parts = bytearray()
-            self._utf8 = codecs.getincrementaldecoder("utf-8")() if self._parts_text else None
-        self._parts += data
-        try:
-            if self._utf8 is not None:  # fail fast, before the message ends
-                self._utf8.decode(data, final=frame.fin)
-        except UnicodeDecodeError as exc:
-            return _invalid_utf8(exc)
-        if not frame.fin:
-            return None
-        whole, self._parts = self._parts, bytearray()
-        return whole.decode() if self._parts_text else bytes(whole)
 
     def _decode(self, message: Raw) -> Any:
         """The mode's item for ``message``; ``_SKIP`` if it does not decode
@@ -638,8 +531,29 @@ class Connection:
         """Put ``items`` on ``receiver``, waking the view once; while it is
         full, stop reading (TCP pushes back) and stop the keepalive clock.
         Past the rate limit, wait for the bucket to refill (also paused)."""
-        if self._rate is not None:
-            self._take_tokens(len(items))
+        while self._bucket is not None and items:
+            allowed = self._bucket.take(len(items))
+            if allowed:
+                self._put_on_receiver(items[:allowed])
+                items = items[allowed:]
+            elif not self._wait_for_token(self._bucket.wait_time()):
+                return
+        if items:
+            self._put_on_receiver(items)
+
+    def _wait_for_token(self, seconds: float) -> bool:
+        """Pause ``seconds`` for the rate limit (a paused reader is not a dead
+        peer); False if the connection ended meanwhile."""
+        self._paused = True
+        try:
+            with self._state:
+                ended = self._state.wait_for(lambda: self._ended or self.receiver.closed, seconds)
+        finally:
+            self._paused = False
+            self._last_alive = time.monotonic()
+        return not ended
+
+    def _put_on_receiver(self, items: list[Any]) -> None:
         try:
             start = self.receiver._put_available(items)
         except Closed:
@@ -654,27 +568,6 @@ class Connection:
         finally:
             self._last_alive = time.monotonic()
             self._paused = False
-
-    def _take_tokens(self, count: int) -> None:
-        """Wait until the rate limit allows ``count`` more messages."""
-        assert self._rate is not None
-        limit, period = self._rate
-        rate = limit / period
-        now = time.monotonic()
-        self._tokens = min(limit, self._tokens + (now - self._refilled) * rate)
-        self._refilled = now
-        self._tokens -= count
-        if self._tokens >= 0:
-            return
-        self._paused = True
-        try:
-            with self._state:
-                self._state.wait_for(
-                    lambda: self._ended or self.receiver.closed, -self._tokens / rate
-                )
-        finally:
-            self._paused = False
-            self._last_alive = time.monotonic()
 
     def _lost(self, cause: OSError | None) -> None:
         """The socket hit EOF or an error."""
@@ -755,19 +648,3 @@ class Connection:
 
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 _SKIP = object()
-
-
-def _invalid_utf8(exc: UnicodeDecodeError) -> ProtocolError:
-    error = ProtocolError(
-        f"invalid UTF-8 in a text message: {exc.reason}", CloseCode.INVALID_FRAME_PAYLOAD_DATA
-    )
-    error.__cause__ = exc
-    return error
-
-
-def _check_close(code: object, reason: object) -> None:
-    """Raise ``ValueError`` for a close code or reason that may not be sent."""
-    if not isinstance(code, int) or not is_sendable_code(code):
-        raise ValueError(f"close code {code!r} may not be sent in a close frame")
-    if not isinstance(reason, str) or len(reason.encode()) > 123:
-        raise ValueError("close reason must be a str of at most 123 bytes of UTF-8")

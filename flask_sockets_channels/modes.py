@@ -19,7 +19,8 @@ import types
 import typing
 from typing import Any, Callable, TypeVar, Union, overload
 
-from .connection import Codec, Raw
+from .assembler import Raw
+from .connection import Codec
 from .engine import Outgoing
 from .exceptions import CloseCode, DecodeError, ProtocolError
 from .options import Options

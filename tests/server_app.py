@@ -117,12 +117,11 @@ def create_app(extension: bool = True) -> Flask:
     app.config["SOCKETS_CLOSE_TIMEOUT"] = 2
     log_path = os.environ.get("FSC_TEST_LOG")
     if log_path:
-        handler = logging.FileHandler(log_path)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
         logger = logging.getLogger("flask_sockets_channels")
-        if not any(
-            getattr(h, "baseFilename", None) == handler.baseFilename for h in logger.handlers
-        ):
+        path = os.path.abspath(log_path)
+        if not any(getattr(h, "baseFilename", None) == path for h in logger.handlers):
+            handler = logging.FileHandler(path)
+            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
             logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
     app.config["SOCKETS_HUB_URL"] = os.environ.get("FSC_TEST_HUB_URL") or None

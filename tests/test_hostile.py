@@ -303,10 +303,10 @@ def test_a_dead_peer_is_still_closed_within_pong_wait(server: Server) -> None:
 
 
 def test_disconnect_with_a_string_is_a_clear_type_error() -> None:
-    from flask_sockets_channels.connection import _Disconnect
+    from flask_sockets_channels.controls import Disconnect
 
     closed: list[tuple[int, str]] = []
-    disconnect = _Disconnect(lambda code, reason: closed.append((code, reason)))
+    disconnect = Disconnect(lambda code, reason: closed.append((code, reason)))
     with pytest.raises(TypeError, match="close code or \\(code, reason\\)"):
         disconnect.put("bye")
     disconnect.put((4000, "bye"))
