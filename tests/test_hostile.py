@@ -277,10 +277,7 @@ def test_a_live_slow_reader_is_not_declared_dead(server: Server) -> None:
             received += len(data)
             time.sleep(0.01)  # pacing a slow reader, not synchronisation
         client.sock.sendall(close_frame(1000))
-        client.sock.settimeout(0.5)
-        with contextlib.suppress(OSError):
-            while client.sock.recv(65536):
-                pass
+        # Megabytes still wait in the socket buffers: leave without reading them.
     finally:
         client.sock.close()
     result = server.journal(entry, timeout=15)
