@@ -458,7 +458,8 @@ def activity(raw: list[str]) -> str:
     stack = ";".join(raw)
     if ("sock" in source and ".recv" in source) or re.search(r"_read_loop|sock\.recv", raw[-1]):
         return "socket recv() (the syscall, with the GIL released around it)"
-    if ("sock" in source and (".send" in source)) or "_send_within" in raw[-1]:
+    sends = r"_send_within|send_nowait|send_all"
+    if ("sock" in source and (".send" in source)) or re.search(sends, raw[-1]):
         return "socket send() (the syscall, with the GIL released around it)"
     if file.endswith("threading.py") or "Channel._wait" in raw[-1]:
         return "thread hand-offs: Condition/Event wait and notify (threading.py)"
@@ -467,6 +468,11 @@ def activity(raw: list[str]) -> str:
         if any(p in stack for p in parsing):
             return "wsproto: parsing inbound frames (header, unmasking, UTF-8)"
         return "wsproto: building outbound frames"
+    if "websockets/" in raw[-1] or "websockets\\" in raw[-1]:
+        parsing = ("receive_data", "Protocol.parse", "Frame.parse", "read_exact")
+        if any(p in stack for p in parsing):
+            return "websockets' engine: parsing inbound frames (header, unmasking)"
+        return "websockets' engine: building outbound frames"
     if "channels.py" in raw[-1]:
         return "Channel (queue) bookkeeping"
     if "flask_sockets_channels" in raw[-1]:
