@@ -42,6 +42,7 @@ from .exceptions import (
 
 __all__ = [
     "SEND_EOF",
+    "Side",
     "Close",
     "Frame",
     "Opcode",

@@ -213,3 +213,15 @@ def test_batch_put_raises_closed_when_closed_while_waiting() -> None:
         assert channel.get(timeout=T) == 1
         channel.close()
     assert isinstance(outcome["error"], Closed)
+
+
+def test_close_with_discard_lets_join_return() -> None:
+    channel: Channel[int] = Channel(5)
+    for item in range(3):
+        channel.put(item)
+    channel.close(discard=True)
+    finished = threading.Event()
+    waiter = threading.Thread(target=lambda: (channel.join(), finished.set()))
+    waiter.start()
+    waiter.join(5)
+    assert finished.is_set(), "Queue.join() hung on discarded items"

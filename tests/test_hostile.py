@@ -352,3 +352,22 @@ def test_ping_flood_from_a_peer_that_does_not_read_stays_bounded(fresh: Server) 
         after = memory(fresh)
     growth = after["VmHWM"] - before["VmHWM"]
     assert growth < 16 * MIB, f"peak RSS grew {growth} KiB under a ping flood"
+
+
+def test_fail_checks_its_code_and_reason_as_close_does() -> None:
+    import socket as socket_module
+
+    from flask_sockets_channels import Options
+    from flask_sockets_channels.connection import Codec, Connection
+    from flask_sockets_channels.engine import Protocol, Side, State
+
+    ours, theirs = socket_module.socketpair()
+    with ours, theirs:
+        connection = Connection(
+            ours, Protocol(Side.SERVER, state=State.OPEN), Options(), Codec()
+        )
+        with pytest.raises(ValueError, match="123 bytes"):
+            connection.fail(None, 1011, "x" * 200)
+        with pytest.raises(ValueError, match="may not be sent"):
+            connection.fail(None, 1006)
+        assert connection.close_code is None
