@@ -27,10 +27,10 @@ from .options import LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options
 if TYPE_CHECKING:
     from flask import Request as FlaskRequest
 
-__all__ = ["Accepted", "accept", "origin_allowed"]
+__all__ = ["Accepted", "OneLineBody", "accept", "origin_allowed"]
 
 
-class _OneLineBody(HTTPException):
+class OneLineBody(HTTPException):
     """A refusal whose body is one plain-text line, not an HTML page."""
 
     def get_body(self, environ: Any = None, scope: Any = None) -> str:
@@ -41,15 +41,15 @@ class _OneLineBody(HTTPException):
         return [("Content-Type", "text/plain; charset=utf-8"), *headers]
 
 
-class NotGet(_OneLineBody, MethodNotAllowed):
+class NotGet(OneLineBody, MethodNotAllowed):
     """405: a WebSocket handshake must be a GET."""
 
 
-class NotUpgrade(_OneLineBody, BadRequest):
+class NotUpgrade(OneLineBody, BadRequest):
     """400: the request is not a WebSocket upgrade."""
 
 
-class BadVersion(_OneLineBody):
+class BadVersion(OneLineBody):
     """426: the client speaks another WebSocket version."""
 
     code = 426
@@ -59,7 +59,7 @@ class BadVersion(_OneLineBody):
         return [*super().get_headers(environ, scope), ("Sec-WebSocket-Version", "13")]
 
 
-class OriginRejected(_OneLineBody, Forbidden):
+class OriginRejected(OneLineBody, Forbidden):
     """403: the Origin is not allowed."""
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from flask import request
 from werkzeug.exceptions import HTTPException, ServiceUnavailable, TooManyRequests
 
+from .handshake import OneLineBody
 from .options import LOG_LEVEL_WARNING, integer_limit
 
 if TYPE_CHECKING:
@@ -51,40 +52,18 @@ LIMITS_KEY = "sockets_channels.limits"
 RETRY_AFTER = 5
 
 
-class ServerFull(ServiceUnavailable):
+class ServerFull(OneLineBody, ServiceUnavailable):
     """503: the view or the app has as many open connections as it may."""
 
     def __init__(self, description: str) -> None:
         super().__init__(description, retry_after=RETRY_AFTER)
 
-    def get_body(self, environ: Any = None, scope: Any = None) -> str:
-        return _one_line(self)
 
-    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
-        return _plain_text(super().get_headers(environ, scope))
-
-
-class ClientLimitReached(TooManyRequests):
+class ClientLimitReached(OneLineBody, TooManyRequests):
     """429: this client has as many open connections to the view as it may."""
 
     def __init__(self, description: str) -> None:
         super().__init__(description, retry_after=RETRY_AFTER)
-
-    def get_body(self, environ: Any = None, scope: Any = None) -> str:
-        return _one_line(self)
-
-    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
-        return _plain_text(super().get_headers(environ, scope))
-
-
-def _one_line(refusal: HTTPException) -> str:
-    return f"{refusal.code} {refusal.name}: {refusal.description}\n"
-
-
-def _plain_text(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [("Content-Type", "text/plain; charset=utf-8")] + [
-        (k, v) for k, v in headers if k != "Content-Type"
-    ]
 
 
 class Registry(Protocol):
