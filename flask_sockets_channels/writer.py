@@ -49,7 +49,7 @@ DIRECT_CHUNKS = 16
 MAX_CONTROL = 16
 #: Marks where TCP is half-closed (the engine's SEND_EOF).
 EOF = b""
-_PING, _PONG, _OPCODE = 0x9, 0xA, 0x0F
+_CLOSE, _PING, _PONG, _OPCODE = 0x8, 0x9, 0xA, 0x0F
 
 
 class Wire(Protocol):
@@ -254,7 +254,10 @@ class Sender(Channel[Any]):
         if self.queue:
             self._discard(len(self.queue))
             self.queue.clear()
-        self._outbox.clear()
+        # A close frame (and the EOF after it) already serialised stays: the
+        # engine will not make another.
+        kept = [chunk for chunk in self._outbox if not chunk or chunk[0] & _OPCODE == _CLOSE]
+        self._outbox = collections.deque(kept)
         self._control.clear()
         self._closed = True
         self.not_empty.notify_all()
