@@ -196,13 +196,20 @@ class RedisTransport:
             pool.release(connection)
 
     def history(self, room: str) -> list[tuple[EntryId, Outgoing]]:
-        """The room's last ``history`` messages, oldest first.
+        """The room's last ``history`` messages, oldest first, read once the
+        reader is in the stream: every later message is then delivered.
+        Blocks up to COMMAND_TIMEOUT for the reader, then for one read.
 
         Raises:
             HubUnavailable: Redis cannot be reached.
         """
         if not self.history_length:
             return []
+        # Read before the reader has found its place in the stream, the
+        # history could end before that place: what came in between would
+        # be lost to the replaying member.
+        if not self._ready.wait(COMMAND_TIMEOUT):
+            raise HubUnavailable(f"hub at {self.url} is unavailable: the reader is not connected")
         try:
             entries: Any = self._client.xrevrange(
                 PREFIX + "history:" + room, count=self.history_length
@@ -332,7 +339,9 @@ class RedisTransport:
                 failures = 0
                 next_heartbeat = time.monotonic() + HEARTBEAT_PERIOD
                 while not stop.is_set():
-                    self._read(client, sink, block=READ_BLOCK)
+                    # Wake for the heartbeat: PROCESS_TTL must never lapse.
+                    until_heartbeat = next_heartbeat - time.monotonic()
+                    self._read(client, sink, block=min(READ_BLOCK, max(0.01, until_heartbeat)))
                     if time.monotonic() >= next_heartbeat:
                         self._heartbeat(sink)
                         next_heartbeat = time.monotonic() + HEARTBEAT_PERIOD

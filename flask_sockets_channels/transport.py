@@ -69,7 +69,8 @@ class Transport(Protocol):
         history; raise ``HubUnavailable``."""
 
     def history(self, room: str) -> list[tuple[EntryId, Outgoing]]:
-        """The room's kept messages, oldest first; raise ``HubUnavailable``."""
+        """The room's kept messages, oldest first; every message after the
+        last of them reaches the sink. Raise ``HubUnavailable``."""
 
     def set_presence(self, room: str, values: list[str]) -> None:
         """Record this process's presence in ``room`` (JSON texts); never

@@ -10,13 +10,18 @@ closing (what a NAT that forgot the connection does).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import queue
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import traceback
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +34,7 @@ from websockets.sync.client import ClientConnection, connect
 import flask_sockets_channels as sockets
 from flask_sockets_channels.connection import _Sender
 from tests.conftest import (
+    ROOT,
     RedisServer,
     Server,
     die_with_parent,
@@ -144,14 +150,16 @@ class Proxy:
             self._held.clear()
             self._changed.notify_all()
             open_sockets = list(self._sockets)
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
         self.listener.close()
         for sock in open_sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
-        self._accepting.join(T)
-        for thread in self._threads:
+        for thread in [self._accepting, *self._threads]:
             thread.join(T)
+            assert not thread.is_alive(), thread
 
     def _accept(self) -> None:
         while True:
@@ -220,13 +228,22 @@ def proxy(redis: RedisServer) -> Iterator[Proxy]:
 
 
 def open_member(
-    stack: contextlib.ExitStack, server: Server, room: str, query: str = ""
+    stack: contextlib.ExitStack,
+    server: Server,
+    room: str,
+    query: str = "",
+    replayed: list[str] | None = None,
 ) -> tuple[ClientConnection, int]:
-    """A member of ``room``, closed with ``stack``; and its worker's pid."""
+    """A member of ``room``, closed with ``stack``; and its worker's pid.
+    What arrives before ``joined`` (a replay) goes to ``replayed``."""
     ws = stack.enter_context(connect(f"{server.ws}/member/{room}{query}", open_timeout=T))
-    joined = ws.recv(timeout=T)
-    assert isinstance(joined, str) and joined.startswith("joined "), joined
-    return ws, int(joined.split()[1])
+    while True:
+        message = ws.recv(timeout=T)
+        assert isinstance(message, str)
+        if message.startswith("joined "):
+            return ws, int(message.split()[1])
+        assert replayed is not None, f"{message!r} came before joining"
+        replayed.append(message)
 
 
 def members_on_each_worker(
@@ -534,3 +551,304 @@ def test_publish_that_times_out_after_writing_may_still_be_delivered(
         assert "may be delivered" in str(raised.value)
         assert "not sent" not in str(raised.value)
         assert receive(channel) == "maybe"  # and so it was
+
+
+# -- B: presence across processes --------------------------------------------
+
+
+def hub_app_server(tmp_path: Path, name: str, url: str, *extra: str, history: int = 0) -> Any:
+    """tests/hub_app.py under gunicorn gthread, sharing the hub at ``url``."""
+    env = {"FSC_TEST_HUB_URL": url}
+    if history:
+        env["FSC_TEST_HUB_HISTORY"] = str(history)
+    return gunicorn_server(
+        tmp_path / f"{name}.log", threads=20, extra=extra, env=env, app_spec="tests.hub_app:app"
+    )
+
+
+def presence_query(value: Any) -> str:
+    return "?presence=" + urllib.parse.quote(json.dumps(value))
+
+
+def presence_of(server: Server, room: str) -> Any:
+    status, body = server.get(f"/presence/{room}")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def test_presence_lists_the_members_of_every_process(redis: RedisServer, tmp_path: Path) -> None:
+    name = new_room()
+    with (
+        contextlib.ExitStack() as stack,
+        hub_app_server(tmp_path, "first", redis.url) as first,
+        hub_app_server(tmp_path, "second", redis.url) as second,
+        hub_at(redis.url) as outside,
+    ):
+        ann, _ = open_member(stack, first, name, presence_query("ann"))
+        open_member(stack, second, name, presence_query({"name": "bob"}))
+        open_member(stack, second, name)  # no presence: not listed
+        expected = sorted(["ann", {"name": "bob"}], key=json.dumps)
+        assert presence_of(first, name) == expected
+        assert presence_of(second, name) == expected
+        assert sorted(outside.presence(name), key=json.dumps) == expected
+        ann.close()  # leaving takes ann out at once, in every process
+        wait_for(lambda: presence_of(second, name) == [{"name": "bob"}], T, "ann gone")
+        assert outside.presence(name) == [{"name": "bob"}]
+
+
+@pytest.mark.slow
+def test_a_process_killed_without_leaving_drops_out_of_presence_within_30_seconds(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    name = new_room()
+    with (
+        contextlib.ExitStack() as stack,
+        hub_app_server(tmp_path, "survivor", redis.url) as survivor,
+        hub_app_server(tmp_path, "victim", redis.url) as victim,
+        hub_at(redis.url) as outside,
+    ):
+        open_member(stack, survivor, name, presence_query("stays"))
+        _, pid = open_member(stack, victim, name, presence_query("killed"))
+        assert sorted(outside.presence(name)) == ["killed", "stays"]
+        os.kill(pid, signal.SIGKILL)  # no leave, no clean-up: gone
+        took = wait_for(lambda: outside.presence(name) == ["stays"], 30, "killed member gone")
+        assert took < 30
+        assert presence_of(survivor, name) == ["stays"]
+
+
+# -- B: history across processes ----------------------------------------------
+
+
+class Publisher:
+    """tests/hub_publisher.py in a process of its own."""
+
+    def __init__(self, url: str, room: str, count: int, pace: float, history: int = 0) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.hub_publisher", url, room, str(count), str(pace),
+             str(history)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            preexec_fn=die_with_parent,
+        )  # fmt: skip
+        self.published = 0
+        self.done = False
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, name="test publisher output")
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line.strip())
+        self._lines.put("")  # the process ended
+
+    def wait_for(self, count: int | None, timeout: float = 60) -> int:
+        """Wait until ``count`` messages are out (None: all); return how
+        many are."""
+        deadline = time.monotonic() + wait_time(timeout)
+        while not self.done and (count is None or self.published < count):
+            line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            assert line, f"the publisher ended early: {self.process.wait(T)}"
+            if line == "done":
+                self.done = True
+            else:
+                self.published = int(line)
+        return self.published
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        self.process.wait(T)
+        self._reader.join(T)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+
+@contextlib.contextmanager
+def publishing(
+    url: str, room: str, count: int, pace: float, history: int = 0
+) -> Iterator[Publisher]:
+    publisher = Publisher(url, room, count, pace, history)
+    try:
+        yield publisher
+    finally:
+        publisher.stop()
+
+
+class Collector:
+    """Receives a member's messages in a thread of its own (so that the
+    member never backs up) until ``last`` arrives."""
+
+    def __init__(self, ws: ClientConnection, last: str, first: list[str] | None = None) -> None:
+        self.ws = ws
+        self.last = last
+        self.messages: list[str] = list(first or [])
+        self._thread = threading.Thread(target=self._run, name="test collector")
+        self._thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + wait_time(120)
+        while time.monotonic() < deadline:
+            try:
+                message = self.ws.recv(timeout=1)
+            except TimeoutError:
+                continue
+            except Exception:  # the connection ended: the test sees what came
+                return
+            assert isinstance(message, str)
+            self.messages.append(message)
+            if message == self.last:
+                return
+
+    def numbers(self, timeout: float = 120) -> list[int]:
+        """The numbers of the ``n-<number>`` messages received, once done."""
+        self._thread.join(wait_time(timeout))
+        assert not self._thread.is_alive(), f"{self.last} never came: {self.messages[-3:]}"
+        return [int(m[2:]) for m in self.messages if m.startswith("n-")]
+
+
+def test_members_joining_with_replay_while_another_process_publishes_miss_nothing(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    name, count, history = new_room(), 1000, 300
+    joined: list[tuple[int, Collector]] = []
+    with (
+        contextlib.ExitStack() as stack,
+        hub_app_server(tmp_path, "replay", redis.url, "-w", "2", history=history) as server,
+        publishing(redis.url, name, count, 0.003, history) as publisher,
+    ):
+        for mark in (100, 250, 400, 550, 700, 850):
+            published_before = publisher.wait_for(mark)
+            for _ in range(2):
+                replayed: list[str] = []
+                ws, _ = open_member(stack, server, name, "?replay=1", replayed)
+                joined.append((published_before, Collector(ws, f"n-{count - 1}", replayed)))
+        publisher.wait_for(None)
+        for published_before, collector in joined:
+            numbers = collector.numbers()
+            # A gap-free, duplicate-free run to the end, that starts with
+            # messages published before the member even connected.
+            assert numbers == list(range(numbers[0], count))
+            assert numbers[0] <= published_before
+
+
+def test_a_publisher_without_history_keeps_what_the_readers_ask_for(redis: RedisServer) -> None:
+    name = new_room()
+    keeping = sender_channel()
+    with hub_at(redis.url, history=3) as reader, reader.join(new_room(), keeping):
+        assert reader.wait_ready(T)  # its first heartbeat says "keep 3"
+        with hub_at(redis.url) as script:  # history=0, as a plain script has
+            for number in range(5):
+                script.publish(name, f"m{number}")
+        late = sender_channel()
+        with reader.join(name, late, replay=True):
+            assert [receive(late) for _ in range(3)] == ["m2", "m3", "m4"]
+
+
+def test_room_keys_in_redis_are_bounded_and_expire(redis: RedisServer) -> None:
+    from flask_sockets_channels.transport import ROOM_TTL
+
+    name = new_room()
+    with hub_at(redis.url, history=4) as hub:
+        for number in range(50):
+            hub.publish(name, f"m{number}")
+    client = redis_py.Redis.from_url(redis.url)
+    try:
+        key = f"flask-sockets-channels:history:{name}"
+        assert client.xlen(key) == 4
+        assert 0 < client.ttl(key) <= ROOM_TTL
+    finally:
+        client.close()
+
+
+# -- B: no loss across blips --------------------------------------------------
+
+
+def test_every_member_gets_every_message_once_in_order_across_three_connection_kills(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    name, count = new_room(), 2000
+    with (
+        contextlib.ExitStack() as stack,
+        hub_app_server(tmp_path, "blips", redis.url) as server,
+        hub_at(redis.url) as prober,
+    ):
+        members = [open_member(stack, server, name)[0] for _ in range(4)]
+        wait_until_every_member_hears(prober, name, members)
+        pid = int(server.get("/pid")[1])
+        collectors = [Collector(ws, f"n-{count - 1}") for ws in members]
+        admin = stack.enter_context(contextlib.closing(redis_py.Redis.from_url(redis.url)))
+        with publishing(redis.url, name, count, 0.002) as publisher:
+            for mark in (500, 1000, 1500):
+                publisher.wait_for(mark)
+                killed = hub_connections(redis.url, "reader", pid)
+                killed += hub_connections(redis.url, "publisher", pid)
+                assert killed
+                for client in killed:
+                    admin.execute_command("CLIENT", "KILL", "ID", client["id"])
+                wait_for(
+                    lambda k=killed: [  # type: ignore[misc]
+                        c
+                        for c in hub_connections(redis.url, "reader", pid)
+                        if c["id"] not in {x["id"] for x in k}
+                    ],
+                    30,
+                    "the reader came back",
+                )
+            publisher.wait_for(None)
+        for collector in collectors:
+            assert collector.numbers() == list(range(count))
+        for ws in members:
+            assert drain(ws) == []  # and nothing twice
+
+
+# -- B: publish from anywhere -------------------------------------------------
+
+
+def run_publish_script(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """examples/publish.py, as its docstring runs it."""
+    return subprocess.run(
+        [sys.executable, "examples/publish.py", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=wait_time(30),
+        check=False,
+    )
+
+
+def test_the_publish_script_reaches_the_members_of_every_worker(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    name = new_room()
+    with (
+        contextlib.ExitStack() as stack,
+        hub_app_server(tmp_path, "script", redis.url, "-w", "2", "--preload") as server,
+        hub_at(redis.url) as prober,
+    ):
+        by_pid = members_on_each_worker(stack, server, name, workers=2, each=1)
+        members = [ws for group in by_pid.values() for ws in group]
+        wait_until_every_member_hears(prober, name, members)
+        done = run_publish_script("--url", redis.url, name, "from a script")
+        assert done.returncode == 0, done.stderr
+        lines = '{"text": "one"}\n{"text": "two"}\n'
+        done = run_publish_script("--url", redis.url, "--json", name, stdin=lines)
+        assert done.returncode == 0, done.stderr
+        for ws in members:
+            assert [ws.recv(timeout=T) for _ in range(3)] == [
+                "from a script",
+                '{"text": "one"}',
+                '{"text": "two"}',
+            ]
+
+
+def test_the_publish_script_says_when_nothing_was_sent() -> None:
+    url = f"redis://:{QUOTED_SECRET}@127.0.0.1:{free_port()}/0"
+    done = run_publish_script("--url", url, "lobby", "lost")
+    assert done.returncode == 1
+    assert "was not sent" in done.stderr and SECRET not in done.stderr
