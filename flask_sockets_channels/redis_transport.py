@@ -108,7 +108,8 @@ _CHECKOUT_NEEDS_NAME = (
 
 
 class _Secret(Generic[T]):
-    """A value kept out of ``repr`` and ``vars()`` dumps."""
+    """A value kept out of ``repr`` and ``vars()`` dumps: the URL, its
+    passwords, and redis-py clients (whose ``repr`` shows the password)."""
 
     def __init__(self, value: T) -> None:
         self.value = value
@@ -141,13 +142,18 @@ class RedisTransport:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
-        self._reader: redis.Redis | None = None
+        self._reader: _Secret[redis.Redis | None] = _Secret(None)
         self._position: tuple[int, int] | None = None
         self._unsynced: set[str] = set()  # rooms whose presence write failed
         self._next_refresh = 0.0
-        self._client = self._new_client(
+        self._redis = self._new_client(
             f"publisher:{os.getpid()}:{self._origin}", COMMAND_TIMEOUT, override=False
         )
+
+    @property
+    def _client(self) -> redis.Redis:
+        """The client for publishing, presence, history and the heartbeat."""
+        return self._redis.value
 
     def after_fork(self) -> None:
         self._start_afresh()
@@ -304,7 +310,7 @@ class RedisTransport:
         """Stop the reader and wait for it (at most CLOSE_WAIT seconds)."""
         with self._lock:
             thread, self._thread = self._thread, None
-            reader = self._reader
+            reader = self._reader.value
             self._stop.set()
         if reader is not None:
             _interrupt(reader)
@@ -325,9 +331,9 @@ class RedisTransport:
             try:
                 client = self._new_client(
                     f"reader:{os.getpid()}:{self._origin}", READ_TIMEOUT, override=True
-                )
+                ).value
                 with self._lock:
-                    self._reader = client
+                    self._reader = _Secret(client)
                 if stop.is_set():
                     break
                 self._resume(client)
@@ -360,8 +366,8 @@ class RedisTransport:
                 stop.wait(RECONNECT_DELAYS[-1])
             finally:
                 with self._lock:
-                    if self._reader is client:
-                        self._reader = None
+                    if self._reader.value is client:
+                        self._reader = _Secret(None)
                 if client is not None:
                     _dispose(client)
         self._ready.clear()
@@ -447,7 +453,7 @@ class RedisTransport:
 
     # -- helpers -------------------------------------------------------------
 
-    def _new_client(self, role: str, timeout: float, override: bool) -> redis.Redis:
+    def _new_client(self, role: str, timeout: float, override: bool) -> _Secret[redis.Redis]:
         """A client named after ``role`` (CLIENT LIST shows it), never
         retrying by itself. The reader (``override``) uses its own timeouts
         whatever the URL says: it must wait out a READ_BLOCK."""
@@ -462,7 +468,7 @@ class RedisTransport:
             pool.connection_kwargs.update(
                 socket_timeout=timeout, socket_connect_timeout=CONNECT_TIMEOUT
             )
-        return redis.Redis(connection_pool=pool, single_connection_client=override)
+        return _Secret(redis.Redis(connection_pool=pool, single_connection_client=override))
 
     def _check(self, url: str) -> None:
         scheme = url.partition("://")[0].lower() if "://" in url else ""
