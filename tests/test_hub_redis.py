@@ -852,3 +852,28 @@ def test_the_publish_script_says_when_nothing_was_sent() -> None:
     done = run_publish_script("--url", url, "lobby", "lost")
     assert done.returncode == 1
     assert "was not sent" in done.stderr and SECRET not in done.stderr
+
+
+def test_after_redis_restarts_empty_delivery_resumes_and_presence_is_written_again(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    name, channel = new_room(), sender_channel()
+    with (
+        hub_at(redis.url) as hub,
+        hub.join(name, channel, presence="me"),
+        hub_at(redis.url) as outside,
+    ):
+        assert hub.wait_ready(T)
+        outside.publish(name, "before")
+        assert receive(channel) == "before"
+        redis.stop()
+        with pytest.raises(sockets.HubUnavailable) as raised:
+            outside.publish(name, "during")
+        assert raised.value.maybe_delivered is False
+        redis.start()  # empty: no stream, no presence
+        wait_for(lambda: hub.wait_ready(0), wait_time(15), "the reader is back")
+        wait_for(lambda: outside.presence(name) == ["me"], wait_time(15), "presence written again")
+        outside.publish(name, "after")
+        assert receive(channel) == "after"
+        assert channel.empty()  # "during" was never sent; nothing came twice
+    assert "lost its stream" in caplog.text
