@@ -10,7 +10,7 @@ Every error has one root, :class:`SocketsError`::
     ├── KeepaliveTimeout          no pong and no frame within pong_wait (1011)
     ├── WriteTimeout              a frame could not be written within write_wait
     ├── DecodeError               JSON mode: a message did not decode or validate
-    └── HubUnavailable            the hub's broker (Redis) cannot be reached
+    └── HubUnavailable            the hub's broker (Redis) cannot be reached (maybe_delivered)
 
 A normal close (1000 or 1001) is not an error and never reaches ``errors``.
 Where an error has a lower-level cause (an ``OSError``, a ``ValueError`` from
@@ -136,4 +136,21 @@ class DecodeError(SocketsError):
 
 
 class HubUnavailable(SocketsError):
-    """The hub's broker cannot be reached; ``publish`` did not happen."""
+    """The hub's broker (Redis) cannot be reached, or refused the command.
+
+    Attributes:
+        maybe_delivered: ``False`` when the message was certainly not sent (no
+            connection could be made, or Redis refused the command); ``True``
+            when it was written and no answer came (a read timeout, or the
+            connection lost while waiting): Redis may have taken it, and the
+            members may still get it, so publishing it again may deliver it
+            twice.
+    """
+
+    def __init__(self, message: str, maybe_delivered: bool = False) -> None:
+        self.maybe_delivered = maybe_delivered
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[HubUnavailable], tuple[str, bool]]:
+        # Keeps maybe_delivered through pickle (a task queue's result backend).
+        return type(self), (str(self), self.maybe_delivered)

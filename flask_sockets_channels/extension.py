@@ -54,7 +54,8 @@ class Sockets:
       handshakes, messages, bytes, close codes, errors, the hub);
     * :attr:`hub`, made from ``SOCKETS_HUB_URL`` (``None``: in-process;
       ``redis://...``: across processes), so that one setting moves an app
-      from one process to many.
+      from one process to many; ``SOCKETS_HUB_HISTORY`` (default 0) is how
+      many of each room's last messages it keeps for a replay.
 
     Stored in ``app.extensions["sockets_channels"]``.
 
@@ -78,6 +79,7 @@ class Sockets:
         self._lock = threading.Lock()  # guards the hub's creation
         self._stats = Stats()
         self._hub_url: str | None = None
+        self._hub_history = 0
         self._hub: Hub | None = None
         if app is not None:
             self.init_app(app)
@@ -93,6 +95,10 @@ class Sockets:
         if self._hub_url is not None and not isinstance(self._hub_url, str):
             raise ValueError(f"SOCKETS_HUB_URL must be a URL or None, not {self._hub_url!r}")
         max_total = config_max_total(app.config) if self._max_total is None else self._max_total
+        history = app.config.get("SOCKETS_HUB_HISTORY", 0)
+        if isinstance(history, bool) or not isinstance(history, int) or history < 0:
+            raise ValueError(f"SOCKETS_HUB_HISTORY must be an int >= 0, not {history!r}")
+        self._hub_history = history
         for key in unknown_config_keys(app.config):
             options.log(LOG_LEVEL_WARNING, "unknown config key %s is ignored", key)
         app.extensions[EXTENSION_KEY] = self
@@ -114,7 +120,7 @@ class Sockets:
         """The app's hub, made on first use from ``SOCKETS_HUB_URL``."""
         with self._lock:
             if self._hub is None:
-                self._hub = Hub.from_url(self._hub_url)
+                self._hub = Hub.from_url(self._hub_url, history=self._hub_history)
             return self._hub
 
     @property

@@ -1,67 +1,91 @@
 """Rooms and broadcast: a message published to a room reaches every member.
 
-``Hub()`` fans out within the process. ``Hub.from_url("redis://...")`` also
-carries each message through Redis pub/sub to the hubs of every other
-process (gunicorn workers, hosts), which deliver it to their own members.
+``Hub()`` fans out within the process. ``Hub.from_url("redis://...")`` carries
+each message through a Redis stream to the hubs of every process (gunicorn
+workers, hosts, a script), which deliver it to their own members.
 
 A member is a socket view's ``sender``. Publishing never blocks on a
 member: a message is encoded to a frame once and offered to each member's
 ``sender``, where it waits beside the view's own messages, in a backlog of
 at most ``max_backlog`` frames past the buffer. A member whose backlog is
 full is closed with 1008 ("slow consumer") and removed; the others go on.
+
+Members may say who they are (``presence``), and a room may keep its last
+messages (``history``) for those who join with ``replay=True``. How the
+messages travel is the transport's business (:mod:`.transport`).
 """
 
 from __future__ import annotations
 
-import logging
+import itertools
+import json
+import os
 import threading
-from collections.abc import Collection
+import weakref
+from collections.abc import Collection, Iterable
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 from .channels import Channel, Closed
 from .engine import Outgoing
+from .exceptions import HubUnavailable
 from .modes import to_frame
+from .transport import EntryId, InProcessTransport, Transport
 
 __all__ = ["Hub", "Member"]
-
-logger = logging.getLogger("flask_sockets_channels.hub")
-
-
-class Transport(Protocol):
-    """Carries published frames to the other processes' hubs."""
-
-    def publish(self, room: str, frame: Outgoing) -> None:
-        """Send ``frame`` to the other processes; raise ``HubUnavailable``."""
-
-    def start(self, deliver: Any) -> None:
-        """Start calling ``deliver(room, frame)`` for others' messages."""
-
-    def wait_ready(self, timeout: float | None) -> bool:
-        """Wait until the listener is subscribed."""
-
-    def close(self) -> None:
-        """Stop; ends the transport's threads."""
 
 
 class Member:
     """One sender in one room; a context manager that leaves on exit.
 
+    A member holds its ``sender`` weakly: one that never leaves does not keep
+    its connection alive, and is removed once that connection has ended.
+
     Attributes:
         room: The room's name.
-        sender: The member's ``sender`` channel.
         max_backlog: How many hub messages may wait past its buffer.
+        presence: What it said about itself at ``join`` (as JSON gives it
+            back), or ``None``.
     """
 
-    def __init__(self, hub: Hub, room: str, sender: Channel[Any], max_backlog: int) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        room: str,
+        sender: Channel[Any],
+        max_backlog: int,
+        presence: str | None,
+        number: int,
+    ) -> None:
         self.room = room
-        self.sender = sender
         self.max_backlog = max_backlog
+        self.presence: Any = None if presence is None else json.loads(presence)
         self._hub = hub
+        self._sender = weakref.ref(sender)
+        self._encoded_presence = presence
+        self._number = number
+        # Orders a replay before the live messages: while the history is
+        # read, live messages are held here, then the ones the history did
+        # not have follow it (see _replay).
+        self._lock = threading.Lock()
+        self._held: list[tuple[EntryId, Outgoing]] | None = None
+        self._floor: EntryId | None = None  # ids up to this came with the replay
+
+    @property
+    def sender(self) -> Channel[Any] | None:
+        """The member's ``sender``; ``None`` once its connection is gone."""
+        return self._sender()
+
+    @property
+    def gone(self) -> bool:
+        """Whether the member's connection is closing or gone."""
+        sender = self._sender()
+        return sender is None or sender.closed
 
     def leave(self) -> None:
-        """Leave the room; idempotent."""
-        self._hub._remove(self)
+        """Leave the room; idempotent. Never raises: a presence that cannot
+        be removed from Redis now is removed later."""
+        self._hub._remove([self])
 
     def __enter__(self) -> Member:
         return self
@@ -77,64 +101,146 @@ class Member:
     def __repr__(self) -> str:
         return f"<Member of {self.room!r}>"
 
+    def _offer(self, entry_id: EntryId, frame: Outgoing) -> bool:
+        """Queue one live message; False when the member is gone or too slow."""
+        with self._lock:
+            if self._held is not None:
+                self._held.append((entry_id, frame))
+                return True
+            if self._floor is not None and entry_id <= self._floor:
+                return True  # it came with the replay
+            return self._send(frame, 0)
+
+    def _replay(self, history: list[tuple[EntryId, Outgoing]]) -> bool:
+        """Queue the history, then the live messages held meanwhile that it
+        did not have. Every message up to the history's last id is in the
+        history (transports number and record a message at once), so none
+        is missed or sent twice. False when the member is gone or too slow.
+        """
+        with self._lock:
+            held, self._held = self._held or [], None
+            last = history[-1][0] if history else None
+            catch_up = [f for _, f in history] + [f for i, f in held if last is None or i > last]
+            self._floor = last
+            # The catch-up itself may exceed the backlog: it is not the
+            # member's fault that it arrives at once.
+            return all(self._send(frame, len(catch_up)) for frame in catch_up)
+
+    def _send(self, frame: Outgoing, allowance: int) -> bool:
+        sender = self._sender()
+        if sender is None:
+            return False
+        try:
+            return bool(sender.offer(frame, self.max_backlog + allowance))  # type: ignore[attr-defined]
+        except Closed:
+            return False
+
 
 class Hub:
-    """Rooms of senders, in this process (and others, through a transport).
+    """Rooms of senders, in this process and, through Redis, in others.
 
     Use :meth:`Hub.from_url` for a hub that spans processes; ``Hub()`` is
-    in-process only. Thread-safe.
+    in-process only. Thread-safe; a hub made before the process forks
+    (``gunicorn --preload``) starts afresh in each child.
+
+    Args:
+        history: How many of each room's last messages to keep for
+            ``join(..., replay=True)`` (0: none).
+        transport: How messages travel (internal; :meth:`from_url` picks it).
+
+    Raises:
+        ValueError: ``history`` is negative.
     """
 
-    def __init__(self, transport: Transport | None = None) -> None:
-        self._lock = threading.Lock()  # guards _rooms and _started
+    def __init__(self, history: int = 0, *, transport: Transport | None = None) -> None:
+        if isinstance(history, bool) or not isinstance(history, int) or history < 0:
+            raise ValueError(f"history must be an int >= 0, not {history!r}")
+        self.history = history
+        self._transport: Transport = transport or InProcessTransport(history)
+        self._reset()
+        _hubs.add(self)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()  # guards _rooms
         self._rooms: dict[str, dict[int, Member]] = {}
-        self._transport = transport
-        self._started = False
-        self.url: str | None = None
+        self._numbers = itertools.count(1)
+        # Each presence write sends a room's whole list: one at a time, so
+        # that an older list never lands after a newer one.
+        self._presence_lock = threading.Lock()
 
     @classmethod
-    def from_url(cls, url: str | None) -> Hub:
+    def from_url(cls, url: str | None, history: int = 0) -> Hub:
         """A hub for ``url``: ``None`` or ``"memory://"`` for in-process,
-        ``redis://``, ``rediss://`` or ``unix://`` for Redis pub/sub
-        (needs the ``redis`` extra: ``pip install flask-sockets-channels[redis]``).
+        ``redis://``, ``rediss://`` or ``unix://`` for Redis (needs the
+        ``redis`` extra: ``pip install flask-sockets-channels[redis]``).
+        Connects on first use, not now.
 
         Raises:
-            ValueError: The URL's scheme is not supported.
+            ValueError: The URL is malformed or its scheme is not supported
+                (the message never shows its password).
             ImportError: ``redis`` is not installed.
         """
         if url is None or url == "memory://":
-            return cls()
-        scheme = url.split("://", 1)[0].lower()
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"unsupported hub URL {url!r}: use redis://, rediss:// or unix://")
+            return cls(history)
         from .redis_transport import RedisTransport
 
-        hub = cls(RedisTransport(url))
-        hub.url = url
-        return hub
+        return cls(history, transport=RedisTransport(url, history))
 
-    def join(self, room: str, sender: Channel[Any], max_backlog: int = 1000) -> Member:
+    @property
+    def url(self) -> str | None:
+        """The Redis URL without its password; ``None`` in-process."""
+        return self._transport.url
+
+    def join(
+        self,
+        room: str,
+        sender: Channel[Any],
+        max_backlog: int = 1000,
+        presence: Any = None,
+        replay: bool = False,
+    ) -> Member:
         """Add ``sender`` to ``room`` now; use the result as a context
         manager (``with hub.join(room, sender): ...``) to leave on exit,
-        also when the view raises. A member whose connection has closed is
-        also removed at the next publish.
+        also when the view raises. A member whose connection has ended is
+        removed without it.
+
+        Args:
+            presence: Any JSON value that describes the member (a name, a
+                dict), listed by :meth:`presence` in every process; ``None``
+                is not listed. Across processes, blocks for one Redis write.
+            replay: First deliver the room's kept messages (see ``history``),
+                oldest first, then the live ones: none twice, none missed in
+                between. Across processes, blocks for one Redis read.
 
         Raises:
-            TypeError: ``sender`` is not a socket view's ``sender``.
-            ValueError: ``max_backlog`` is negative.
+            TypeError: ``sender`` is not a socket view's ``sender``, or
+                ``presence`` is not JSON.
+            ValueError: ``max_backlog`` is negative, or ``presence`` holds
+                NaN or infinity.
+            HubUnavailable: ``replay`` and the history cannot be read; the
+                member did not join.
         """
         if not callable(getattr(sender, "offer", None)):
             raise TypeError("hub members are a socket view's `sender` channel")
         if max_backlog < 0:
             raise ValueError(f"max_backlog must be >= 0, not {max_backlog}")
-        member = Member(self, room, sender, max_backlog)
+        encoded = None if presence is None else json.dumps(presence, allow_nan=False)
+        member = Member(self, room, sender, max_backlog, encoded, next(self._numbers))
+        if replay:
+            member._held = []
+        self._transport.start(self)
         with self._lock:
-            self._rooms.setdefault(room, {})[id(member)] = member
-            start = self._transport is not None and not self._started
-            self._started = True
-        if start:
-            assert self._transport is not None
-            self._transport.start(self._deliver)
+            self._rooms.setdefault(room, {})[member._number] = member
+        if encoded is not None:
+            self._sync_presence([room])
+        if replay:
+            try:
+                history = self._transport.history(room)
+            except HubUnavailable:
+                self._remove([member])
+                raise
+            if not member._replay(history):
+                self._remove([member])
         return member
 
     def publish(self, room: str, message: Any, exclude: Any = None) -> int:
@@ -143,77 +249,146 @@ class Hub:
         ``message`` is sent as a text frame for ``str``, a binary frame for
         bytes-like objects, and JSON text for anything else (dicts,
         dataclasses, pydantic-style models, lists...). ``exclude`` is a
-        sender (or a collection of senders) not to send to, typically the
-        publisher's own. Never blocks on a member.
+        sender or a :class:`Member` (or a collection of them) not to send
+        to, typically the publisher's own. Never blocks on a member; across
+        processes, blocks for one Redis write.
 
         Returns:
-            How many members of this process it was queued for.
+            How many members of this process it is for.
 
         Raises:
             TypeError: ``message`` cannot be serialised.
-            HubUnavailable: The transport (Redis) cannot be reached; nothing
-                was sent.
+            HubUnavailable: Redis cannot be reached; ``maybe_delivered``
+                tells whether it may still have taken the message.
         """
         frame = to_frame(message)
-        if self._transport is not None:
-            self._transport.publish(room, frame)
-        return self._deliver(room, frame, exclude)
+        self.sweep(room)
+        with self._lock:
+            members = dict(self._rooms.get(room, {}))
+        excluded = _numbers(members, exclude)
+        self._transport.publish(room, frame, excluded)
+        return len(members) - len(excluded)
+
+    def presence(self, room: str) -> list[Any]:
+        """The ``presence`` values of the members of ``room`` in every
+        process (members that gave none are not listed); this process's
+        first. A process that died without leaving drops out within 30 s.
+        Across processes, blocks for two Redis reads.
+
+        Raises:
+            HubUnavailable: Redis cannot be reached.
+        """
+        self.sweep(room)
+        with self._lock:
+            local = [m.presence for m in self._rooms.get(room, {}).values()]
+        return [value for value in local if value is not None] + self._transport.presence(room)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """Wait until messages from other processes can arrive: the
-        transport's listener (started by the first :meth:`join`) is
-        subscribed. Messages published elsewhere before that are not seen
-        here. Returns at once, True, for an in-process hub.
+        """Wait until messages from other processes can arrive: the Redis
+        reader (started by the first :meth:`join`) has read the stream.
+        Messages published elsewhere before that are not seen here. Returns
+        at once, True, for an in-process hub.
         """
-        if self._transport is None:
-            return True
         return self._transport.wait_ready(timeout)
 
     def members(self, room: str) -> list[Member]:
         """The members of ``room`` in this process."""
+        self.sweep(room)
         with self._lock:
             return list(self._rooms.get(room, {}).values())
 
     def rooms(self) -> list[str]:
         """The rooms that have members in this process."""
+        self.sweep()
         with self._lock:
             return list(self._rooms)
 
     def close(self) -> None:
-        """Stop the transport's threads; the hub stays usable in-process and
-        restarts its transport on the next join."""
-        with self._lock:
-            started, self._started = self._started, False
-        if started and self._transport is not None:
-            self._transport.close()
+        """Stop the Redis reader thread (waits up to a few seconds for it);
+        the hub stays usable and restarts it on the next join."""
+        self._transport.close()
 
-    def _deliver(self, room: str, frame: Outgoing, exclude: Any = None) -> int:
+    def sweep(self, room: str | None = None) -> None:
+        """Remove the members (of ``room``, or of every room) whose
+        connection has ended."""
         with self._lock:
-            members = list(self._rooms.get(room, {}).values())
-        if exclude is None:
-            excluded: Collection[Any] = ()
-        elif isinstance(exclude, Channel):
-            excluded = (exclude,)
-        else:
-            excluded = exclude
-        delivered = 0
-        for member in members:
-            if member.sender in excluded:
-                continue
-            try:
-                queued = member.sender.offer(frame, member.max_backlog)  # type: ignore[attr-defined]
-            except Closed:
-                queued = False
-            if queued:
-                delivered += 1
-            else:
-                self._remove(member)
-        return delivered
+            rooms = [self._rooms.get(room, {})] if room is not None else self._rooms.values()
+            gone = [member for members in rooms for member in members.values() if member.gone]
+        if gone:
+            self._remove(gone)
 
-    def _remove(self, member: Member) -> None:
+    def deliver(
+        self, room: str, entry_id: EntryId, frame: Outgoing, exclude: Collection[int]
+    ) -> None:
+        """Offer a published message to this process's members (the
+        transport calls it, in publish order); never blocks."""
         with self._lock:
-            room = self._rooms.get(member.room)
-            if room is not None:
-                room.pop(id(member), None)
+            members = [m for n, m in self._rooms.get(room, {}).items() if n not in exclude]
+        failed = [member for member in members if not member._offer(entry_id, frame)]
+        if failed:
+            self._remove(failed)
+
+    def resync_presence(self, rooms: Iterable[str] = ()) -> None:
+        """Write this process's presence again, for every room that has
+        some and for ``rooms`` (the transport calls it after a reconnect)."""
+        with self._lock:
+            present = {r for r, ms in self._rooms.items() if any(m.presence for m in ms.values())}
+        self._sync_presence(present | set(rooms))
+
+    def _sync_presence(self, rooms: Iterable[str]) -> None:
+        with self._presence_lock:
+            for room in rooms:
+                with self._lock:
+                    members = self._rooms.get(room, {}).values()
+                    values = [m._encoded_presence for m in members if m._encoded_presence]
+                self._transport.set_presence(room, values)
+
+    def _remove(self, members: Iterable[Member]) -> None:
+        changed = set()
+        with self._lock:
+            for member in members:
+                room = self._rooms.get(member.room)
+                if room is None or room.get(member._number) is not member:
+                    continue
+                del room[member._number]
                 if not room:
                     del self._rooms[member.room]
+                if member._encoded_presence is not None:
+                    changed.add(member.room)
+        if changed:
+            self._sync_presence(changed)
+
+    def __repr__(self) -> str:
+        return f"<Hub {self.url or 'in-process'} history={self.history}>"
+
+
+def _numbers(members: dict[int, Member], exclude: Any) -> frozenset[int]:
+    """The numbers of the ``members`` that ``exclude`` names: senders or
+    members, one or a collection."""
+    if exclude is None:
+        return frozenset()
+    single = isinstance(exclude, Member) or callable(getattr(exclude, "offer", None))
+    items = [exclude] if single else list(exclude)
+    numbers = set()
+    for item in items:
+        if isinstance(item, Member):
+            if members.get(item._number) is item:
+                numbers.add(item._number)
+        else:
+            numbers.update(n for n, m in members.items() if m._sender() is item)
+    return frozenset(numbers)
+
+
+# A child process (gunicorn --preload forks after the app, and its hub, were
+# made) must not share the parent's members, locks, connections or identity.
+_hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for hub in list(_hubs):
+        hub._reset()
+        hub._transport.after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -44,7 +44,9 @@ Duration = Union[float, int, timedelta]
 
 CONFIG_PREFIX = "SOCKETS_"
 #: Config keys with the prefix that are not connection options.
-OTHER_CONFIG_KEYS = frozenset({"SOCKETS_HUB_URL", "SOCKETS_MAX_TOTAL_CONNECTIONS"})
+OTHER_CONFIG_KEYS = frozenset(
+    {"SOCKETS_HUB_URL", "SOCKETS_HUB_HISTORY", "SOCKETS_MAX_TOTAL_CONNECTIONS"}
+)
 
 
 def _default_logger() -> logging.Logger:

@@ -1,8 +1,9 @@
 """examples/chat in a real browser: headless Chromium, driven by Playwright.
 
 Uses the system's Chromium (Debian's ``chromium``; never a browser that
-Playwright downloads). Run with ``tox -e browser``. Leaves a screenshot in
-``test-artifacts/chat.png``.
+Playwright downloads). Run with ``tox -e browser``. Leaves screenshots in
+``test-artifacts/``: ``chat.png`` (one process) and ``chat-redis.png`` (two
+gunicorn processes sharing the room through Redis).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from examples.chat.app import create_app
-from tests.conftest import ROOT, require, serve_app, wait_time
+from tests.conftest import ROOT, gunicorn_server, redis_server, require, serve_app, wait_time
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -72,6 +73,10 @@ def log_lines(page: Page) -> Any:
     return page.locator("#log li")
 
 
+def here(page: Page) -> Any:
+    return page.locator("#here li")
+
+
 def send(page: Page, text: str) -> None:
     page.fill("#text", text)
     page.click("#send button")
@@ -84,11 +89,13 @@ def test_two_browsers_chat_and_see_join_and_leave_notices(tmp_path: Path) -> Non
         assert alice.url == server.http + "/room/lobby"
         bob = open_chat(browser, server.http + "/room/lobby", "bob")
         expect(log_lines(alice).last).to_have_text("bob joined", timeout=TIMEOUT_MS)
+        expect(here(alice)).to_have_text(["alice", "bob"], timeout=TIMEOUT_MS)
 
         send(alice, "hello bob")
         send(alice, XSS)
+        # bob's log starts with the room's history: alice's join notice.
         expect(log_lines(bob)).to_have_text(
-            ["bob joined", "alicehello bob", "alice" + XSS], timeout=TIMEOUT_MS
+            ["alice joined", "bob joined", "alicehello bob", "alice" + XSS], timeout=TIMEOUT_MS
         )
         send(bob, "hi alice, <b>this</b> stays plain text")
         expect(log_lines(alice).last).to_have_text(
@@ -100,6 +107,47 @@ def test_two_browsers_chat_and_see_join_and_leave_notices(tmp_path: Path) -> Non
 
         bob.context.close()
         expect(log_lines(alice).last).to_have_text("bob left", timeout=TIMEOUT_MS)
+        expect(here(alice)).to_have_text(["alice"], timeout=TIMEOUT_MS)
         ARTIFACTS.mkdir(exist_ok=True)
         alice.screenshot(path=str(ARTIFACTS / "chat.png"))
         alice.context.close()
+
+
+def test_a_page_on_another_process_sees_earlier_messages_and_who_is_here(
+    tmp_path: Path,
+) -> None:
+    with contextlib.ExitStack() as stack:
+        redis = stack.enter_context(redis_server())
+        servers = [
+            stack.enter_context(
+                gunicorn_server(
+                    tmp_path / f"{name}.log",
+                    threads=20,
+                    env={"SOCKETS_HUB_URL": redis.url},
+                    app_spec="examples.chat.app:app",
+                    ready_path="/room/lobby",
+                )
+            )
+            for name in ("first", "second")
+        ]
+        browser = stack.enter_context(chromium())
+        alice = open_chat(browser, servers[0].http + "/room/lobby", "alice")
+        send(alice, "said before bob came")
+        send(alice, "and once more")
+        expect(log_lines(alice).last).to_have_text("aliceand once more", timeout=TIMEOUT_MS)
+
+        bob = open_chat(browser, servers[1].http + "/room/lobby", "bob")
+        expect(log_lines(bob)).to_have_text(
+            ["alice joined", "alicesaid before bob came", "aliceand once more", "bob joined"],
+            timeout=TIMEOUT_MS,
+        )
+        expect(here(bob)).to_have_text(["alice", "bob"], timeout=TIMEOUT_MS)
+        expect(here(alice)).to_have_text(["alice", "bob"], timeout=TIMEOUT_MS)
+        send(bob, "hi alice, from the other process")
+        expect(log_lines(alice).last).to_have_text(
+            "bobhi alice, from the other process", timeout=TIMEOUT_MS
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        bob.screenshot(path=str(ARTIFACTS / "chat-redis.png"))
+        for page in (bob, alice):
+            page.context.close()

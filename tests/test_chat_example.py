@@ -1,5 +1,5 @@
 """examples/chat: on werkzeug with the in-process hub, and in two gunicorn
-processes sharing rooms through a real redis-server.
+processes sharing rooms, presence and history through a real redis-server.
 
 The browser test of the same example is tests/test_browser.py.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import itertools
 import json
 import time
 import uuid
@@ -92,23 +91,40 @@ def test_members_get_join_notices_messages_and_leave_notices(tmp_path: Path) -> 
     room = new_room()
     with chat_on_werkzeug(tmp_path) as server, contextlib.ExitStack() as stack:
         alice = member(stack, server, room, "alice")
-        assert receive(alice) == {"kind": "join", "user": "alice"}
+        assert receive(alice) == {"kind": "join", "user": "alice", "here": ["alice"]}
         with connect(f"{server.ws}/ws/{room}?user=bob", open_timeout=T) as bob:
-            assert receive(bob) == {"kind": "join", "user": "bob"}
-            assert receive(alice) == {"kind": "join", "user": "bob"}
+            # bob first gets the room's history: alice's join notice.
+            assert receive(bob) == {"kind": "join", "user": "alice", "here": ["alice"]}
+            bob_joined = {"kind": "join", "user": "bob", "here": ["alice", "bob"]}
+            assert receive(bob) == bob_joined
+            assert receive(alice) == bob_joined
             say(bob, "bob", "hello <alice> & all")
             expected = {"user": "bob", "text": "hello <alice> & all"}
             assert receive(bob) == expected
             assert receive(alice) == expected
-        assert receive(alice) == {"kind": "leave", "user": "bob"}
+        assert receive(alice) == {"kind": "leave", "user": "bob", "here": ["alice"]}
+
+
+def test_a_newcomer_gets_the_last_50_messages_then_live_ones(tmp_path: Path) -> None:
+    room = new_room()
+    with chat_on_werkzeug(tmp_path) as server, contextlib.ExitStack() as stack:
+        alice = member(stack, server, room, "alice")
+        receive(alice)  # her join notice
+        for number in range(60):
+            say(alice, "alice", f"line {number}")
+        receive_until(alice, {"user": "alice", "text": "line 59"})
+        bob = member(stack, server, room, "bob")
+        history = [receive(bob) for _ in range(50)]
+        assert history == [{"user": "alice", "text": f"line {n}"} for n in range(10, 60)]
+        assert receive(bob) == {"kind": "join", "user": "bob", "here": ["alice", "bob"]}
 
 
 def test_rooms_are_separate(tmp_path: Path) -> None:
     with chat_on_werkzeug(tmp_path) as server, contextlib.ExitStack() as stack:
         here = member(stack, server, new_room(), "here")
         elsewhere = member(stack, server, new_room(), "elsewhere")
-        assert receive(here) == {"kind": "join", "user": "here"}
-        assert receive(elsewhere) == {"kind": "join", "user": "elsewhere"}
+        assert receive(here) == {"kind": "join", "user": "here", "here": ["here"]}
+        assert receive(elsewhere) == {"kind": "join", "user": "elsewhere", "here": ["elsewhere"]}
         say(here, "here", "only here")
         assert receive(here) == {"user": "here", "text": "only here"}
         with pytest.raises(TimeoutError):
@@ -119,7 +135,7 @@ def test_a_message_that_is_not_a_chat_message_is_dropped(tmp_path: Path) -> None
     room = new_room()
     with chat_on_werkzeug(tmp_path) as server, contextlib.ExitStack() as stack:
         alice = member(stack, server, room, "alice")
-        assert receive(alice) == {"kind": "join", "user": "alice"}
+        assert receive(alice)["kind"] == "join"
         alice.send("not json")
         alice.send(json.dumps({"user": "alice", "text": 42}))
         say(alice, "alice", "still here")
@@ -140,41 +156,31 @@ def chat_on_gunicorn(log_path: Path, hub_url: str) -> contextlib.AbstractContext
     )
 
 
-def wait_until_crossing(sender: ClientConnection, user: str, receiver: ClientConnection) -> None:
-    """Send probes from ``sender`` until one reaches ``receiver``.
-
-    A process's hub subscribes to Redis in the background after its first
-    join, and offers nothing to wait on; until then, messages from the other
-    process are lost. So: poll, with a deadline.
-    """
-    deadline = time.monotonic() + T
-    for attempt in itertools.count():
-        assert time.monotonic() < deadline, "no message crossed between the processes"
-        say(sender, user, f"probe {attempt}")
-        with contextlib.suppress(TimeoutError):
-            while time.monotonic() < deadline:
-                message = receive(receiver, 0.2)
-                if message.get("user") == user and message.get("text", "").startswith("probe"):
-                    return
-
-
-def test_a_message_crosses_gunicorn_processes_through_redis(tmp_path: Path) -> None:
+def test_a_newcomer_in_another_process_sees_who_is_here_and_what_was_said(
+    tmp_path: Path,
+) -> None:
     room = new_room()
     with contextlib.ExitStack() as stack:
         redis = stack.enter_context(redis_server())
         first = stack.enter_context(chat_on_gunicorn(tmp_path / "first.log", redis.url))
         second = stack.enter_context(chat_on_gunicorn(tmp_path / "second.log", redis.url))
         alice = member(stack, first, room, "alice")
-        assert receive(alice) == {"kind": "join", "user": "alice"}
+        assert receive(alice) == {"kind": "join", "user": "alice", "here": ["alice"]}
+        say(alice, "alice", "said before bob came")
+        receive_until(alice, {"user": "alice", "text": "said before bob came"})
         with connect(f"{second.ws}/ws/{room}?user=bob", open_timeout=T) as bob:
-            assert receive(bob) == {"kind": "join", "user": "bob"}
-            wait_until_crossing(alice, "alice", bob)
-            wait_until_crossing(bob, "bob", alice)
+            # History from Redis, then bob's own notice, with presence from
+            # both processes.
+            assert receive(bob) == {"kind": "join", "user": "alice", "here": ["alice"]}
+            assert receive(bob) == {"user": "alice", "text": "said before bob came"}
+            bob_joined = {"kind": "join", "user": "bob", "here": ["alice", "bob"]}
+            assert receive(bob) == bob_joined
+            assert receive(alice) == bob_joined
 
-            say(alice, "alice", "hello from the first process")
-            expected = {"user": "alice", "text": "hello from the first process"}
-            receive_until(alice, expected)
-            receive_until(bob, expected)
-        # bob's leave notice comes from the second process, after alice's
-        # message went through Redis: a second copy of it would come first.
-        assert expected not in receive_until(alice, {"kind": "leave", "user": "bob"})
+            say(bob, "bob", "hello from the second process")
+            expected = {"user": "bob", "text": "hello from the second process"}
+            assert receive(bob) == expected
+            assert receive(alice) == expected
+        # bob's leave notice comes from the second process, after his message
+        # went through Redis: a second copy of it would come first.
+        assert receive(alice) == {"kind": "leave", "user": "bob", "here": ["alice"]}

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from websockets.sync.client import ClientConnection, connect
 
 import flask_sockets_channels as sockets
 from flask_sockets_channels.channels import Channel
-from tests.conftest import RedisServer, Server, gunicorn_server, redis_server, wait_time
+from tests.conftest import (
+    RedisServer,
+    Server,
+    gunicorn_server,
+    redis_server,
+    serve_app,
+    wait_time,
+)
 from tests.wire import CLOSE, RawClient
 
 T = wait_time(5)
@@ -211,25 +221,29 @@ def test_redis_outage_raises_hub_unavailable_and_recovers(
             received = on_first.recv(timeout=T)
 
 
-def test_malformed_redis_message_is_logged_and_dropped(redis: RedisServer, tmp_path: Path) -> None:
+def test_malformed_stream_entry_is_logged_and_dropped(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     import redis as redis_py
 
     name = room()
     hub = sockets.Hub.from_url(redis.url)
-    channel = Inbox(100)
-    received: list[object] = []
+    channel = sender_channel()
+    client = redis_py.Redis.from_url(redis.url)
     try:
         with hub.join(name, channel):
             assert hub.wait_ready(T)
-            client = redis_py.Redis.from_url(redis.url)
-            client.publish(f"flask-sockets-channels:{name}", b"garbage")
-            client.publish(f"flask-sockets-channels:{name}", b"x" * 16 + b"t" + b"\xff")
-            client.publish(f"flask-sockets-channels:{name}", b"y" * 16 + b"t" + b"valid")
-            client.close()
-            received.append(channel.get(timeout=T).data)
+            stream = "flask-sockets-channels:stream"
+            client.xadd(stream, {"garbage": "1"})
+            client.xadd(stream, {"r": name, "f": b"t\xff"})  # text that is not UTF-8
+            client.xadd(stream, {"r": name, "f": b"zkind"})
+            hub.publish(name, "valid")
+            assert channel.get(timeout=T).data == b"valid"
     finally:
+        client.close()
         hub.close()
-    assert received == [b"valid"]
+    dropped = [r for r in caplog.records if "dropped malformed message" in r.getMessage()]
+    assert len(dropped) == 3
     assert not [t for t in threading.enumerate() if t.name == "flask-sockets-channels hub"]
 
 
@@ -242,3 +256,205 @@ def test_sockets_hub_follows_the_config(redis: RedisServer) -> None:
     assert ext.hub.url == redis.url
     plain = sockets.Sockets(Flask(__name__))
     assert plain.hub.url is None
+
+
+# -- exclude, and what a member keeps alive ------------------------------------
+
+
+def sender_channel(maxsize: int = 100) -> Inbox:
+    """A hub member with nothing behind it (the hub only offers frames to it
+    and reads ``closed``)."""
+    return Inbox(maxsize)
+
+
+def frames(channel: Inbox) -> list[bytes]:
+    """Everything queued on ``channel``, without waiting."""
+    found = []
+    while not channel.empty():
+        found.append(channel.get_nowait().data)
+    return found
+
+
+def test_publish_excludes_a_member_given_as_the_member_returned_by_join() -> None:
+    hub = sockets.Hub()
+    first, second, third = sender_channel(), sender_channel(), sender_channel()
+    with hub.join("r", first) as me, hub.join("r", second) as other, hub.join("r", third):
+        assert hub.publish("r", "not to me", exclude=me) == 2
+        hub.publish("r", "to the third", exclude=[me, other])
+        hub.publish("r", "mixed", exclude=[me, second])
+    assert frames(first) == []
+    assert frames(second) == [b"not to me"]
+    assert frames(third) == [b"not to me", b"to the third", b"mixed"]
+
+
+def test_a_member_of_another_room_excludes_nobody() -> None:
+    hub = sockets.Hub()
+    here, there = sender_channel(), sender_channel()
+    with hub.join("here", here), hub.join("there", there) as elsewhere:
+        hub.publish("here", "for here", exclude=elsewhere)
+    assert frames(here) == [b"for here"]
+
+
+def leaky_app(hub: sockets.Hub, connections: list[weakref.ref[sockets.Connection]]) -> Flask:
+    """A view that joins and never leaves (no ``with``, no ``leave()``)."""
+    app = Flask(__name__)
+    sockets.Sockets(app)
+
+    @app.route("/leaky/<name>")
+    @sockets.messages()
+    def leaky(name, receiver, sender, connection):  # type: ignore[no-untyped-def]
+        connections.append(weakref.ref(connection))
+        hub.join(name, sender)
+        sender.put("joined")
+        for _ in receiver:
+            pass
+
+    return app
+
+
+def test_a_member_that_never_leaves_does_not_keep_its_connection_alive(tmp_path: Path) -> None:
+    hub, name = sockets.Hub(), room()
+    connections: list[weakref.ref[sockets.Connection]] = []
+    with serve_app(leaky_app(hub, connections), tmp_path / "leaky.log") as server:
+        for _ in range(3):
+            with connect(f"{server.ws}/leaky/{name}", open_timeout=T) as ws:
+                assert ws.recv(timeout=T) == "joined"
+        assert len(connections) == 3
+        deadline = time.monotonic() + T
+        while True:  # each view returns once its connection is done
+            gc.collect()
+            alive = [ref() for ref in connections if ref() is not None]
+            if not alive:
+                break
+            assert time.monotonic() < deadline, f"connections kept alive: {alive}"
+            del alive
+            time.sleep(0.02)  # the views end in the server's threads; nothing to wait on
+    assert hub.members(name) == []
+    assert hub.rooms() == []
+
+
+# -- presence and history, in process ------------------------------------------
+
+
+def test_presence_lists_the_values_of_the_members_that_gave_one() -> None:
+    hub = sockets.Hub()
+    channels = [sender_channel() for _ in range(4)]  # kept alive, as connections keep them
+    with (
+        hub.join("r", channels[0], presence="ann"),
+        hub.join("r", channels[1], presence={"name": "bob", "tags": (1, 2)}),
+        hub.join("r", channels[2]),
+        hub.join("elsewhere", channels[3], presence="cy"),
+    ):
+        assert hub.presence("r") == ["ann", {"name": "bob", "tags": [1, 2]}]
+    assert hub.presence("r") == []
+
+
+def test_a_member_whose_connection_closed_drops_out_of_presence() -> None:
+    hub = sockets.Hub()
+    channel = sender_channel()
+    hub.join("r", channel, presence="gone soon")
+    channel.close()
+    assert hub.presence("r") == []
+    assert hub.members("r") == []
+
+
+@pytest.mark.parametrize("value", [object(), {"n": float("nan")}, {1j: "x"}])
+def test_presence_that_is_not_json_is_refused_at_join(value: object) -> None:
+    hub = sockets.Hub()
+    with pytest.raises((TypeError, ValueError)):
+        hub.join("r", sender_channel(), presence=value)
+    assert hub.members("r") == []
+
+
+def test_replay_delivers_the_last_n_messages_in_order_then_live_ones() -> None:
+    hub = sockets.Hub(history=3)
+    for number in range(5):
+        hub.publish("r", f"m{number}")
+    channel = sender_channel()
+    with hub.join("r", channel, replay=True):
+        hub.publish("r", "live")
+    assert frames(channel) == [b"m2", b"m3", b"m4", b"live"]
+
+
+def test_without_replay_or_history_a_member_gets_only_live_messages() -> None:
+    kept, plain = sockets.Hub(history=3), sockets.Hub()
+    for hub in (kept, plain):
+        hub.publish("r", "old")
+    channels = [sender_channel() for _ in range(2)]
+    with kept.join("r", channels[0]), plain.join("r", channels[1], replay=True):
+        kept.publish("r", "new")
+        plain.publish("r", "new")
+    assert [frames(c) for c in channels] == [[b"new"], [b"new"]]
+
+
+def test_replay_while_others_publish_misses_nothing_and_repeats_nothing() -> None:
+    hub, count, publishers = sockets.Hub(history=50), 2000, 4
+    started = threading.Barrier(publishers + 1)
+
+    def publish(prefix: str) -> None:
+        started.wait(T)
+        for number in range(count // publishers):
+            hub.publish("r", f"{prefix}-{number}")
+
+    threads = [
+        threading.Thread(target=publish, args=(f"p{i}",), name=f"test publisher {i}")
+        for i in range(publishers)
+    ]
+    for thread in threads:
+        thread.start()
+    started.wait(T)
+    channels = []
+    for _ in range(20):
+        channel = sender_channel(maxsize=count + 100)
+        hub.join("r", channel, replay=True)
+        channels.append(channel)
+    for thread in threads:
+        thread.join(T)
+    for channel in channels:
+        received = [f.decode() for f in frames(channel)]
+        assert len(received) == len(set(received))  # none twice
+        for index in range(publishers):
+            # Per publisher: a gap-free run that ends with its last message.
+            numbers = [int(m.split("-")[1]) for m in received if m.startswith(f"p{index}-")]
+            assert numbers == list(range(count // publishers - len(numbers), count // publishers))
+
+
+def test_history_is_bounded_per_room() -> None:
+    hub = sockets.Hub(history=2)
+    for room_name in ("a", "b"):
+        for number in range(100):
+            hub.publish(room_name, f"{room_name}{number}")
+    channel = sender_channel()
+    hub.join("a", channel, replay=True)
+    assert frames(channel) == [b"a98", b"a99"]
+
+
+def test_history_of_a_room_without_members_expires() -> None:
+    from flask_sockets_channels.transport import ROOM_TTL
+
+    hub = sockets.Hub(history=5)
+    hub.publish("idle", "old")
+    hub.publish("busy", "old")
+    member_channel = sender_channel()
+    hub.join("busy", member_channel)
+    hub._transport._expire(time.monotonic() + ROOM_TTL + 1)  # type: ignore[attr-defined]
+    for room_name, expected in (("idle", []), ("busy", [b"old"])):
+        channel = sender_channel()
+        hub.join(room_name, channel, replay=True)
+        assert frames(channel) == expected
+
+
+def test_history_must_be_a_non_negative_int() -> None:
+    for value in (-1, 1.5, True):
+        with pytest.raises(ValueError):
+            sockets.Hub(history=value)  # type: ignore[arg-type]
+
+
+def test_sockets_hub_history_follows_the_config() -> None:
+    app = Flask(__name__)
+    app.config["SOCKETS_HUB_HISTORY"] = 4
+    assert sockets.Sockets(app).hub.history == 4
+    bad = Flask(__name__)
+    bad.config["SOCKETS_HUB_HISTORY"] = "4"
+    with pytest.raises(ValueError):
+        sockets.Sockets(bad)

@@ -1,4 +1,4 @@
-"""A chat: rooms from the URL, nicknames, join and leave notices.
+"""A chat: rooms from the URL, nicknames, who's here, the last 50 messages.
 
 One process, rooms in memory (after ``pip install -e .``)::
 
@@ -13,7 +13,11 @@ Several processes sharing rooms through Redis (``pip install -e .[redis]``)::
 on SIGTERM.) The page at ``/room/<room>`` asks for a nickname and opens the
 socket ``/ws/<room>?user=<nickname>``. Every frame is JSON: the client sends
 ``{"user": ..., "text": ...}`` and the server publishes it to the room as it
-came, plus ``{"kind": "join" | "leave", "user": ...}`` notices.
+came, plus ``{"kind": "join" | "leave", "user": ..., "here": [...]}``
+notices, where ``here`` is who is in the room, in every process (the hub's
+presence). A newcomer first gets the room's last 50 messages (the hub's
+history, ``SOCKETS_HUB_HISTORY``). ``examples/publish.py --json`` posts to a
+room from a shell.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     in-process rooms), then ``config`` overrides any key."""
     app = Flask(__name__)
     app.config["SOCKETS_HUB_URL"] = os.environ.get("SOCKETS_HUB_URL") or None
+    app.config["SOCKETS_HUB_HISTORY"] = 50
     app.config.update(config or {})
     hub = sockets.Sockets(app).hub
 
@@ -57,23 +62,39 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     @app.route("/ws/<room>")
     @sockets.json_messages(ChatMessage)
     def room_socket(room, receiver, sender):  # type: ignore[no-untyped-def]
-        """Publish every message to the room, between a join and a leave notice."""
+        """The room's last messages, then live ones; every message to the
+        room, between a join and a leave notice that say who is here."""
         user = request.args.get("user") or "anonymous"
+
+        def tell(text: str) -> None:  # this client only
+            with contextlib.suppress(sockets.Closed):
+                sender.put({"kind": "error", "text": text})
 
         def publish(message: Any) -> None:
             try:
                 hub.publish(room, message)
-            except sockets.HubUnavailable:  # Redis is down: tell this client only
-                with contextlib.suppress(sockets.Closed):
-                    sender.put({"kind": "error", "text": "the chat is unavailable, try again"})
+            except sockets.HubUnavailable:  # Redis is down
+                tell("the chat is unavailable, try again")
 
-        with hub.join(room, sender):
-            publish({"kind": "join", "user": user})
+        def notice(kind: str) -> None:
             try:
-                for message in receiver:  # ends when the client goes away
-                    publish(message)
-            finally:
-                publish({"kind": "leave", "user": user})
+                here = sorted(set(hub.presence(room)))
+            except sockets.HubUnavailable:
+                here = None
+            publish({"kind": kind, "user": user, "here": here})
+
+        try:
+            member = hub.join(room, sender, presence=user, replay=True)
+        except sockets.HubUnavailable:  # the history cannot be read now
+            member = hub.join(room, sender, presence=user)
+            tell("the earlier messages are unavailable")
+        try:
+            notice("join")
+            for message in receiver:  # ends when the client goes away
+                publish(message)
+        finally:
+            member.leave()
+            notice("leave")
 
     return app
 

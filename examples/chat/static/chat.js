@@ -10,6 +10,7 @@ const joinForm = document.getElementById("join");
 const sendForm = document.getElementById("send");
 const nicknameInput = document.getElementById("nickname");
 const textInput = document.getElementById("text");
+const here = document.getElementById("here");
 
 let socket = null;
 let nickname = "";
@@ -26,6 +27,17 @@ function show(className, user, text) {
   item.append(document.createTextNode(text));
   log.append(item);
   log.scrollTop = log.scrollHeight;
+}
+
+// Who is in the room, in every process: the server sends the list with
+// each join and leave notice.
+function showHere(names) {
+  const items = [...new Set(names)].map((name) => {
+    const item = document.createElement("li");
+    item.textContent = name;
+    return item;
+  });
+  here.replaceChildren(...items);
 }
 
 function setStatus(text, online) {
@@ -48,6 +60,9 @@ function connect() {
   };
   socket.onmessage = (event) => {
     const message = JSON.parse(event.data);
+    if (Array.isArray(message.here)) {
+      showHere(message.here);
+    }
     if (message.kind === "join") {
       show("notice", null, `${message.user} joined`);
     } else if (message.kind === "leave") {
@@ -60,6 +75,7 @@ function connect() {
   };
   socket.onclose = () => {
     setStatus("not connected", false);
+    showHere([]);
     socket = null;
   };
 }
