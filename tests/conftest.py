@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
+from flask_sockets_channels.channels import Channel
 from tests.server_app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -299,3 +300,10 @@ def no_connection_threads_left() -> Iterator[None]:
 
 def have(program: str) -> bool:
     return shutil.which(program) is not None
+
+
+class Inbox(Channel[object]):
+    """A hub member without a socket: what the hub offers lands here."""
+
+    def offer(self, frame: object, max_backlog: int) -> bool:
+        return self._put_past_limit((frame,), self.capacity + max_backlog)

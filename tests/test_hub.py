@@ -16,8 +16,8 @@ from flask import Flask
 from websockets.sync.client import ClientConnection, connect
 
 import flask_sockets_channels as sockets
-from flask_sockets_channels.channels import Channel
 from tests.conftest import (
+    Inbox,
     RedisServer,
     Server,
     gunicorn_server,
@@ -28,13 +28,6 @@ from tests.conftest import (
 from tests.wire import CLOSE, RawClient
 
 T = wait_time(5)
-
-
-class Inbox(Channel[object]):
-    """A hub member without a socket: what the hub offers lands here."""
-
-    def offer(self, frame: object, max_backlog: int) -> bool:
-        return self._put_past_limit((frame,), self.capacity + max_backlog)
 
 
 def room() -> str:

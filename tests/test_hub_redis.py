@@ -32,9 +32,9 @@ import redis as redis_py
 from websockets.sync.client import ClientConnection, connect
 
 import flask_sockets_channels as sockets
-from flask_sockets_channels.connection import _Sender
 from tests.conftest import (
     ROOT,
+    Inbox,
     RedisServer,
     Server,
     die_with_parent,
@@ -52,12 +52,12 @@ def new_room() -> str:
     return "room-" + uuid.uuid4().hex[:8]
 
 
-def sender_channel(maxsize: int = 10_000) -> _Sender:
+def sender_channel(maxsize: int = 10_000) -> Inbox:
     """A real socket view's ``sender`` with nothing behind it."""
-    return _Sender(maxsize, lambda item: item, lambda: None)
+    return Inbox(maxsize)
 
 
-def receive(channel: _Sender, timeout: float = T) -> str:
+def receive(channel: Inbox, timeout: float = T) -> str:
     return channel.get(timeout=timeout).data.decode()  # type: ignore[no-any-return]
 
 
