@@ -182,10 +182,12 @@ def create_app(extension: bool = True) -> Flask:
     def echo_chat(receiver, sender, errors):  # type: ignore[no-untyped-def]
         for message in receiver:
             assert isinstance(message, ChatMessage)
-            sender.put(ChatMessage(user=message.user.upper(), text=message.text))
+            # The errors of the messages before this one are on `errors`
+            # before this one is on `receiver`: report them first.
             while not errors.empty():
                 error = errors.get()
                 sender.put({"error": type(error).__name__, "raw": error.raw})
+            sender.put(ChatMessage(user=message.user.upper(), text=message.text))
 
     @app.route("/echo/mixed", websocket=websocket)
     @sockets.mixed_messages(max_message_size=None)

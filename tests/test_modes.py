@@ -77,8 +77,8 @@ def test_json_mode_builds_dataclasses_and_validates_fields(server: Server) -> No
         ws.send(json.dumps({"user": 5, "text": "wrong type"}))
         ws.send(json.dumps({"user": "bob"}))  # missing field
         ws.send(json.dumps({"user": "cid", "text": "ok"}))
-        assert json.loads(ws.recv(timeout=T)) == {"user": "CID", "text": "ok"}
         errors = [json.loads(ws.recv(timeout=T))["error"] for _ in range(2)]
+        assert json.loads(ws.recv(timeout=T)) == {"user": "CID", "text": "ok"}
     assert errors == ["DecodeError", "DecodeError"]
 
 
