@@ -126,7 +126,7 @@ def auth_server(
 
 def test_a_real_client_gets_the_401_and_its_body(auth_server: Server) -> None:
     url = f"{auth_server.ws}/me"
-    with pytest.raises(InvalidStatus) as refused, connect(url, open_timeout=T, proxy=None):
+    with pytest.raises(InvalidStatus) as refused, connect(url, open_timeout=T):
         pass
     assert refused.value.response.status_code == 401
     assert refused.value.response.body == b"log in first\n"
@@ -137,7 +137,6 @@ def test_a_real_client_authenticates_with_a_subprotocol_token(auth_server: Serve
         f"{auth_server.ws}/me",
         subprotocols=["chat", "bearer.s3cret"],  # type: ignore[list-item]
         open_timeout=T,
-        proxy=None,
     ) as ws:
         assert ws.subprotocol == "chat"
         assert ws.recv(timeout=T) == "alice chat"

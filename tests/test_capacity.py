@@ -171,7 +171,7 @@ def _socket_from(server: Server, source: str) -> socket.socket:
 
 
 def _connect(server: Server, path: str, sock: socket.socket | None = None) -> ClientConnection:
-    return connect(f"{server.ws}{path}", sock=sock, open_timeout=T, proxy=None)
+    return connect(f"{server.ws}{path}", sock=sock, open_timeout=T)
 
 
 def wait_idle(server: Server) -> None:
@@ -561,7 +561,7 @@ def crowd(
     def attempt() -> None:
         start.wait(T)
         try:
-            ws = connect(f"{server.ws}/crowd", open_timeout=open_timeout, proxy=None)
+            ws = connect(f"{server.ws}/crowd", open_timeout=open_timeout)
         except InvalidStatus as exc:
             with lock:
                 statuses.append(exc.response.status_code)

@@ -39,7 +39,7 @@ def opened(
     """A client connection and its server side; on exit, the client closes
     (if it has not) and the server side is done."""
     before = ext.connections
-    with connect(f"{server.ws}{path}", open_timeout=T, proxy=None, **kwargs) as ws:
+    with connect(f"{server.ws}{path}", open_timeout=T, **kwargs) as ws:
         (connection,) = ext.connections - before
         try:
             yield ws, connection
@@ -50,7 +50,7 @@ def opened(
 
 def refused(server: Server, path: str, **kwargs: Any) -> int:
     try:
-        with connect(f"{server.ws}{path}", open_timeout=T, proxy=None, **kwargs):
+        with connect(f"{server.ws}{path}", open_timeout=T, **kwargs):
             pass
     except InvalidStatus as exc:
         return exc.response.status_code
@@ -328,7 +328,7 @@ def test_prometheus_multiprocess_mode_sums_gunicorn_workers(tmp_path: Path) -> N
         contextlib.ExitStack() as stack,
     ):
         clients = [
-            stack.enter_context(connect(f"{server.ws}/crowd", open_timeout=T, proxy=None))
+            stack.enter_context(connect(f"{server.ws}/crowd", open_timeout=T))
             for _ in range(6)
         ]
         for ws in clients:
