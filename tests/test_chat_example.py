@@ -184,3 +184,20 @@ def test_a_newcomer_in_another_process_sees_who_is_here_and_what_was_said(
         # bob's leave notice comes from the second process, after his message
         # went through Redis: a second copy of it would come first.
         assert receive(alice) == {"kind": "leave", "user": "bob", "here": ["alice"]}
+
+
+def test_the_page_shows_the_open_count_and_the_limits_hold(tmp_path: Path) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    room = new_room()
+    with chat_on_werkzeug(tmp_path) as server, contextlib.ExitStack() as stack:
+        page = server.get(f"/room/{room}")[1]
+        assert 'id="open"' in page and 'data-stats-url="/stats"' in page
+        clients = [member(stack, server, room, f"user{i}") for i in range(10)]
+        assert json.loads(server.get("/stats")[1])["open"] == 10
+        # The eleventh socket from the same address: 429, as the app says.
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"{server.ws}/ws/{room}?user=extra", open_timeout=T)
+        assert refused.value.response.status_code == 429
+        assert json.loads(server.get("/stats")[1])["rejected"] == {"429": 1}
+        assert len(clients) == 10

@@ -48,8 +48,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config["SOCKETS_HUB_URL"] = os.environ.get("SOCKETS_HUB_URL") or None
     app.config["SOCKETS_HUB_HISTORY"] = 50
+    app.config["SOCKETS_MAX_TOTAL_CONNECTIONS"] = 90
     app.config.update(config or {})
-    hub = sockets.Sockets(app).hub
+    extension = sockets.Sockets(app)
+    hub = extension.hub
 
     @app.route("/")
     def index() -> Any:
@@ -59,8 +61,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     def room_page(room: str) -> str:
         return render_template("index.html", room=room)
 
+    @app.route("/stats")
+    def stats() -> Any:
+        figures = extension.stats()
+        return {"open": figures["open"], "rejected": figures["rejected"]}
+
     @app.route("/ws/<room>")
-    @sockets.json_messages(ChatMessage)
+    @sockets.json_messages(ChatMessage, max_connections_per_client=10, rate_limit=(20, 1.0))
     def room_socket(room, receiver, sender):  # type: ignore[no-untyped-def]
         """The room's last messages, then live ones; every message to the
         room, between a join and a leave notice that say who is here."""

@@ -11,6 +11,19 @@ const sendForm = document.getElementById("send");
 const nicknameInput = document.getElementById("nickname");
 const textInput = document.getElementById("text");
 const here = document.getElementById("here");
+const openCount = document.getElementById("open");
+
+// The server's open-connection count (Sockets.stats()), after each join and
+// leave: what an operator watches against the limits the app sets.
+async function showOpenCount() {
+  try {
+    const response = await fetch(chat.dataset.statsUrl);
+    const stats = await response.json();
+    openCount.textContent = `${stats.open} open`;
+  } catch {
+    openCount.textContent = "";
+  }
+}
 
 let socket = null;
 let nickname = "";
@@ -62,6 +75,7 @@ function connect() {
     const message = JSON.parse(event.data);
     if (Array.isArray(message.here)) {
       showHere(message.here);
+      showOpenCount();
     }
     if (message.kind === "join") {
       show("notice", null, `${message.user} joined`);
