@@ -435,7 +435,8 @@ def test_readme_demo_command_serves_the_chat_demo(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "the demo did not answer"
                 time.sleep(0.05)  # the server gives no readiness signal but answering
         with connect(f"ws://{base}/ws/lobby?user=ann", open_timeout=wait_time(5)) as ws:
-            assert json.loads(ws.recv(timeout=wait_time(5))) == {"kind": "join", "user": "ann"}
+            joined = {"kind": "join", "user": "ann", "here": ["ann"]}
+            assert json.loads(ws.recv(timeout=wait_time(5))) == joined
             ws.send(json.dumps({"user": "ann", "text": "hello"}))
             assert json.loads(ws.recv(timeout=wait_time(5))) == {"user": "ann", "text": "hello"}
     finally:
