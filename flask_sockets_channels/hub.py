@@ -64,6 +64,7 @@ class Member:
         self._sender = weakref.ref(sender)
         self._encoded_presence = presence
         self._number = number
+        self.too_slow = False  # closed with 1008: its backlog overflowed
         # Orders a replay before the live messages: while the history is
         # read, live messages are held here, then the ones the history did
         # not have follow it (see _replay).
@@ -131,9 +132,11 @@ class Member:
         if sender is None:
             return False
         try:
-            return bool(sender.offer(frame, self.max_backlog + allowance))  # type: ignore[attr-defined]
+            queued = bool(sender.offer(frame, self.max_backlog + allowance))  # type: ignore[attr-defined]
         except Closed:
             return False
+        self.too_slow = not queued  # the sender closed itself with 1008
+        return queued
 
 
 class Hub:
@@ -161,8 +164,11 @@ class Hub:
         _hubs.add(self)
 
     def _reset(self) -> None:
-        self._lock = threading.Lock()  # guards _rooms
+        self._lock = threading.Lock()  # guards _rooms and the counters
         self._rooms: dict[str, dict[int, Member]] = {}
+        self.published = 0  #: messages this process published
+        self.delivered = 0  #: messages queued for this process's members
+        self.slow_consumers_closed = 0  #: members closed with 1008
         self._numbers = itertools.count(1)
         # Each presence write sends a room's whole list: one at a time, so
         # that an older list never lands after a newer one.
@@ -267,7 +273,14 @@ class Hub:
             members = dict(self._rooms.get(room, {}))
         excluded = _numbers(members, exclude)
         self._transport.publish(room, frame, excluded)
+        with self._lock:
+            self.published += 1
         return len(members) - len(excluded)
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the connection to Redis was lost and made again."""
+        return int(getattr(self._transport, "reconnects", 0))
 
     def presence(self, room: str) -> list[Any]:
         """The ``presence`` values of the members of ``room`` in every
@@ -325,6 +338,9 @@ class Hub:
         with self._lock:
             members = [m for n, m in self._rooms.get(room, {}).items() if n not in exclude]
         failed = [member for member in members if not member._offer(entry_id, frame)]
+        with self._lock:
+            self.delivered += len(members) - len(failed)
+            self.slow_consumers_closed += sum(member.too_slow for member in failed)
         if failed:
             self._remove(failed)
 

@@ -138,6 +138,7 @@ class RedisTransport:
     def _start_afresh(self) -> None:
         """State of one process: a new identity, no thread, no connection."""
         self._origin = uuid.uuid4().hex[:16]
+        self.reconnects = 0  # written by the reader thread only
         self._lock = threading.Lock()  # guards _thread, _reader, _unsynced
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -341,6 +342,7 @@ class RedisTransport:
                 self._heartbeat(sink, resync=True)
                 self._ready.set()
                 if failures:
+                    self.reconnects += 1
                     logger.info("hub: reconnected to %s", self.url)
                 failures = 0
                 next_heartbeat = time.monotonic() + HEARTBEAT_PERIOD

@@ -451,3 +451,14 @@ def test_sockets_hub_history_follows_the_config() -> None:
     bad.config["SOCKETS_HUB_HISTORY"] = "4"
     with pytest.raises(ValueError):
         sockets.Sockets(bad)
+
+
+def test_the_hub_counts_what_it_published_delivered_and_closed_as_too_slow() -> None:
+    hub = sockets.Hub()
+    steady, slow = Inbox(100), Inbox(1)
+    with hub.join("r", steady), hub.join("r", slow, max_backlog=1):
+        for index in range(3):
+            hub.publish("r", f"m{index}")
+    # The slow member took two (its buffer and its backlog), then was dropped.
+    assert (hub.published, hub.delivered, hub.slow_consumers_closed) == (3, 5, 1)
+    assert hub.reconnects == 0

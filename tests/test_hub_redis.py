@@ -492,6 +492,7 @@ def test_a_killed_reader_connection_is_replaced_and_nothing_is_lost(redis: Redis
             assert receive(channel) == "while it was away"
             (replacement,) = hub_connections(redis.url, "reader", os.getpid())
             assert replacement["id"] != reader["id"]
+            assert hub.reconnects == 1  # Sockets.stats()["hub"]["reconnects"]
         finally:
             admin.close()
 
