@@ -57,6 +57,7 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(Sequence|Mapping|Iterator|Iterable|Union|Optional|timedelta|TracebackType)"),
     (r"py:.*", r"(Self|NoneType|OriginPolicy|Duration|Raw|Outgoing|Model|ModelT)"),
     (r"py:.*", r"CollectorRegistry"),  # prometheus_client's, named without its module
+    (r"py:.*", r"(flask_sockets_channels\.\w+\.)?Transport"),  # internal interface
     # Type variables and aliases of the modules, not API (older Sphinx names
     # them without their module).
     (r"py:.*", r"(flask_sockets_channels\.\w+\.)?(T|View|Raw|Outgoing|OriginPolicy|Duration)"),

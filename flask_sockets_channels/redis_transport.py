@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Collection, Iterable
-from typing import Any, Generic, NoReturn, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar, cast
 from urllib.parse import urlsplit
 
 from .engine import Outgoing
@@ -264,9 +264,10 @@ class RedisTransport:
         """
         key = PREFIX + "presence:" + room
         try:
-            fields = self._client.hgetall(key)
+            fields = cast("dict[Any, Any]", self._client.hgetall(key))
             others = {_text(k): v for k, v in fields.items() if _text(k) != self._origin}
-            alive = self._client.mget([PREFIX + "process:" + p for p in others]) if others else []
+            keys = [PREFIX + "process:" + p for p in others]
+            alive = cast("list[Any]", self._client.mget(keys)) if others else []
         except (*_ERRORS, *_REFUSED) as exc:
             self._raise(exc)
         values: list[Any] = []
@@ -378,7 +379,8 @@ class RedisTransport:
         """Find where to read from: where this reader left off, unless
         Redis lost the stream meanwhile."""
         try:
-            info = {_text(k): v for k, v in client.xinfo_stream(STREAM).items()}
+            stream = cast("dict[Any, Any]", client.xinfo_stream(STREAM))
+            info = {_text(k): v for k, v in stream.items()}
         except redis.exceptions.ResponseError:  # no stream: nothing published yet
             info = {}
         last = _parse_id(info["last-generated-id"]) if info else (0, 0)
