@@ -130,6 +130,8 @@ class Channel(queue.Queue[T]):
             queue.Empty: ``block`` is false or ``timeout`` expired.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        if block and not self.queue:
+            self._will_wait()
         with self.not_empty:
             self._waiting_getters += 1
             try:
@@ -159,6 +161,10 @@ class Channel(queue.Queue[T]):
 
     def _appended(self) -> None:
         """Hook: items were just added (subclasses start their consumer)."""
+
+    def _will_wait(self) -> None:
+        """Hook: a ``get`` is about to wait for an item (called without the
+        lock; the connection writes what its sender held back)."""
 
     def _take(self, count: int) -> list[T]:
         """Remove the ``count`` oldest items and wake putters."""
@@ -209,7 +215,7 @@ class Channel(queue.Queue[T]):
                 self._check_open()
                 room = self.capacity - len(self.queue)
                 if room <= 0:
-                    self._refill_at = self.capacity // 2
+                    self._refill_at = self.capacity // 4
                     try:
                         self.not_full.wait()
                     finally:

@@ -131,7 +131,7 @@ class Connection:
         self._codec = codec
         self._protocol = protocol
         self._protocol_lock = threading.Lock()
-        self.receiver: Channel[Any] = Channel(options.recv_channel_buffer)
+        self.receiver: Channel[Any] = _Receiver(options.recv_channel_buffer, self._flush)
         self.sender: Sender = Sender(
             options.send_channel_buffer, codec.encode, self, self._slow_consumer
         )
@@ -151,6 +151,7 @@ class Connection:
         self._last_alive = time.monotonic()
         self._paused = False
         self._next_ping = float("inf")
+        self._flush_due: float | None = None  # frames are held back on sender until then
         rate = options.rate_limit
         self._bucket = TokenBucket(*rate) if rate else None  # reader-owned
         self._reader = threading.Thread(target=self._read_loop, name=f"{self.name} reader")
@@ -280,6 +281,10 @@ class Connection:
         handshake that took longer than ``close_timeout``."""
         if self._ended:
             return None
+        due = self._flush_due
+        if due is not None and now >= due:
+            self._flush_due = None
+            self.sender.flush()
         if self._close_deadline is not None and now >= self._close_deadline:
             if self.sender.writing:
                 # Our close frame is still behind a frame the peer is reading
@@ -304,6 +309,8 @@ class Connection:
 
     def _next_due(self, now: float) -> float | None:
         dues = [] if self._close_deadline is None else [self._close_deadline]
+        if self._flush_due is not None:
+            dues.append(self._flush_due)
         if self._close_request is None:
             if self._ping_period is not None:
                 dues.append(self._next_ping)
@@ -332,23 +339,50 @@ class Connection:
 
     def serialize(self, item: Any) -> bytes | None:
         """The frame bytes for ``item``; ``None`` once closing. The caller
-        holds ``sender.mutex``."""
-        with self._protocol_lock:
-            if self._protocol.state is not State.OPEN:
-                return None
-            if isinstance(item, _CloseFrame):
+        holds ``sender.mutex``, which orders every frame we send.
+
+        A data frame is built without ``_protocol_lock``: the reader may hold
+        it for a whole read's parsing, and the view would wait for it on
+        every message. The state is read once: a close frame the reader is
+        producing meanwhile still reaches the socket after this frame, since
+        it goes through ``sender.mutex`` too.
+        """
+        if isinstance(item, _CloseFrame):
+            with self._protocol_lock:
+                if self._protocol.state is not State.OPEN:
+                    return None
                 self._set_close_code(item.code, item.reason)
                 self._protocol.send_close(item.code, item.reason)
                 self._closing_started()
-            else:
-                if item.text:
-                    self._protocol.send_text(item.data)
-                else:
-                    self._protocol.send_binary(item.data)
-                self.messages_out += 1
-                self.bytes_out += len(item.data)
-            data = self._protocol.data_to_send()
-        return data[0] if len(data) == 1 else b"".join(data)
+                data = self._protocol.data_to_send()
+            return data[0] if len(data) == 1 else b"".join(data)
+        if self._protocol.state is not State.OPEN:
+            return None
+        self.messages_out += 1
+        self.bytes_out += len(item.data)
+        return engine.data_frame(item, self._protocol)
+
+    def more_to_read(self) -> bool:
+        """Whether messages wait on ``receiver`` (see ``writer.HOLD_FRAMES``)."""
+        return bool(self.receiver.queue)
+
+    def flush_by(self, due: float) -> None:
+        """Have the timer write what ``sender`` holds back by ``due``.
+
+        Race-free with :meth:`tick`: it clears ``_flush_due`` before it
+        flushes, so a frame held before this call sees either that flush or
+        a new schedule.
+        """
+        current = self._flush_due
+        if current is None or due < current:
+            self._flush_due = due
+            if not self._ended:
+                scheduler.schedule(self, due)
+
+    def _flush(self) -> None:
+        # receiver's get is about to wait: the view answered what it read.
+        if self._flush_due is not None:
+            self.sender.flush()
 
     def send_nowait(self, data: bytes | memoryview) -> int:
         """Send what the kernel takes at once. Raises ``OSError``."""
@@ -644,6 +678,18 @@ class Connection:
         self._on_done.clear()
         self._on_error.clear()
         self.done.set()
+
+
+class _Receiver(Channel[Any]):
+    """``receiver``: before a ``get`` waits, what ``sender`` held back for
+    the view's next answer is written (the view has none coming)."""
+
+    def __init__(self, maxsize: int, flush: Callable[[], None]) -> None:
+        super().__init__(maxsize)
+        self._flush = flush
+
+    def _will_wait(self) -> None:
+        self._flush()
 
 
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)

@@ -51,6 +51,7 @@ __all__ = [
     "State",
     "accept",
     "close_echo",
+    "data_frame",
     "parser_error",
 ]
 
@@ -122,6 +123,20 @@ def accept(
     protocol.extensions = handshake.extensions
     protocol.subprotocol = handshake.subprotocol
     return response.serialize(), protocol
+
+
+def data_frame(outgoing: Outgoing, protocol: Protocol) -> bytes:
+    """The bytes of one unfragmented data frame from the server, compressed
+    by the extensions ``protocol`` negotiated.
+
+    What ``protocol.send_text`` / ``send_binary`` would queue, without
+    touching the protocol's state: the caller checks it is open. Only the
+    outbound half of an extension is used (permessage-deflate keeps one zlib
+    context per direction), so this runs in a writing thread while the
+    reader parses under its own lock.
+    """
+    opcode = Opcode.TEXT if outgoing.text else Opcode.BINARY
+    return Frame(opcode, outgoing.data).serialize(mask=False, extensions=protocol.extensions)
 
 
 def close_echo(close: Close) -> bytes:

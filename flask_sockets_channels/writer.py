@@ -13,6 +13,13 @@ Every frame — data, ping, pong, close — reaches the socket through
    ``write_wait`` deadline per frame counted from the start of its write; it
    ends when the backlog is empty.
 
+A frame put while the view still has messages to read is **held back**
+for the write of its next frame (at most ``HOLD_FRAMES`` small frames, at
+most ``HOLD_SECONDS``; then the timer writes them, and a ``get`` that is
+about to wait writes them first). A view answering a burst thus writes the
+burst's answers in one ``send``, not one each; when it keeps up (the
+receiver is empty), nothing is held and each frame goes out at once.
+
 Order: data frames go out in the order they were put (they are serialised
 only when written, under the lock, so permessage-deflate's context stays in
 step). Pings and pongs jump the data at the next frame boundary; at most sixteen
@@ -34,6 +41,7 @@ import time
 from typing import Any, Callable, Protocol
 
 from .channels import Channel
+from .engine import Outgoing
 
 __all__ = ["EOF", "Sender", "Wire"]
 
@@ -45,6 +53,12 @@ WRITE_BATCH_BYTES = 1 << 16
 #: Chunks a caller's thread writes for others before it hands over to a
 #: writer thread (so a publisher is not kept writing for ever).
 DIRECT_CHUNKS = 16
+#: Frames held back for the next write, at most, while the view has
+#: messages to read; only frames of at most HOLD_FRAME_BYTES are held.
+HOLD_FRAMES = 16
+HOLD_FRAME_BYTES = 1 << 12
+#: How long a frame is held back at most (the connection's timer writes it).
+HOLD_SECONDS = 0.001
 #: Pings and pongs that wait at most (a peer flooding pings gets the newest).
 MAX_CONTROL = 16
 #: Marks where TCP is half-closed (the engine's SEND_EOF).
@@ -73,6 +87,14 @@ class Wire(Protocol):
 
     def shutdown_write(self) -> None:
         """Half-close TCP (the engine's EOF)."""
+
+    def more_to_read(self) -> bool:
+        """Whether the view has messages waiting on ``receiver`` (its next
+        ``put`` is then near: a frame may be held back for it)."""
+
+    def flush_by(self, due: float) -> None:
+        """Make sure :meth:`Sender.flush` is called by monotonic time
+        ``due`` (frames are held back)."""
 
 
 class Sender(Channel[Any]):
@@ -119,6 +141,8 @@ class Sender(Channel[Any]):
             queue.Full: ``block`` is false or ``timeout`` expired with no room.
         """
         frame = self._encode(item)
+        if self._wire.more_to_read() and self._hold(frame):
+            return
         data = self._claim(frame)
         if data is None:
             super().put(frame, block, timeout)
@@ -161,6 +185,13 @@ class Sender(Channel[Any]):
         if data is not None:
             self._write_from(data)
 
+    def flush(self) -> None:
+        """Write the frames held back, if nobody is writing. Never blocks."""
+        with self.mutex:
+            data = self._claim_next()
+        if data is not None:
+            self._write_from(data)
+
     def close_after_queued(self, close_item: Any) -> None:
         """Queue ``close_item`` after everything put so far, and refuse more
         puts (they raise :class:`Closed`)."""
@@ -192,9 +223,30 @@ class Sender(Channel[Any]):
 
     # -- internals; "locked" means the caller holds self.mutex --------------------
 
+    def _hold(self, frame: Outgoing) -> bool:
+        """Serialise ``frame`` and hold it back for the next write, if it is
+        small, nobody writes, nothing is queued and fewer than
+        ``HOLD_FRAMES`` are held; else False: write or queue it."""
+        if len(frame.data) > HOLD_FRAME_BYTES:
+            return False
+        with self.mutex:
+            if self._busy or self.queue or self._dead or self._closed:
+                return False
+            if len(self._outbox) >= HOLD_FRAMES:
+                return False
+            data = self._wire.serialize(frame)
+            if data is None:
+                return False  # closing: put() finds out
+            first = not self._outbox
+            self._outbox.append(data)
+        if first:
+            self._wire.flush_by(time.monotonic() + HOLD_SECONDS)
+        return True
+
     def _claim(self, frame: Any) -> bytes | None:
         """If nobody writes and nothing waits, serialise ``frame`` and become
-        the writer: return its bytes. Else ``None``: queue it."""
+        the writer: return its bytes, after the frames held back. Else
+        ``None``: queue it."""
         with self.mutex:
             self._check_open()
             if self._busy or self.queue or self._dead:
@@ -203,6 +255,10 @@ class Sender(Channel[Any]):
             if data is None:
                 return None  # closing: the reader is about to close the channel
             self._busy = True
+            if self._outbox:  # held back: they go first, in the same write
+                self._outbox.append(data)
+                data = b"".join(self._outbox)
+                self._outbox.clear()
             return data
 
     def _claim_next(self) -> bytes | None:
@@ -231,7 +287,12 @@ class Sender(Channel[Any]):
             self._control.clear()
             return control
         if self._outbox:
-            return self._outbox.popleft()
+            if len(self._outbox) == 1 or not self._outbox[0]:
+                return self._outbox.popleft()
+            held: list[bytes] = []  # frames held back, and what follows up to an EOF
+            while self._outbox and self._outbox[0]:
+                held.append(self._outbox.popleft())
+            return b"".join(held)
         while self.queue:
             parts: list[bytes] = []
             size = 0

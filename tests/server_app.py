@@ -489,6 +489,27 @@ def create_app(extension: bool = True) -> Flask:
         release_event(_entry_id() or "").wait(30)
         _report(connection, errors, _entry_id(), slowest=slowest, **outcome)
 
+    @app.route("/held/answer-then-wait", websocket=websocket)
+    @sockets.messages()
+    def held_answer_then_wait(receiver, sender):  # type: ignore[no-untyped-def]
+        """Answer the first message of a burst while the rest wait on
+        ``receiver``, then neither read nor write until released: the
+        answer, held back for the next one, must go out on its own."""
+        first = receiver.get(timeout=10)
+        waiting = receiver.qsize()
+        sender.put(f"answer:{first} waiting:{waiting}")
+        release_event(_entry_id() or "").wait(30)
+        for message in receiver:
+            sender.put(f"answer:{message}")
+
+    @app.route("/held/answer-then-return", websocket=websocket)
+    @sockets.messages()
+    def held_answer_then_return(receiver, sender):  # type: ignore[no-untyped-def]
+        """Answer the first message of a burst, and return without reading
+        the rest: the answer goes out before the close frame."""
+        first = receiver.get(timeout=10)
+        sender.put(f"answer:{first} waiting:{receiver.qsize()}")
+
     @app.route("/hostile/slow-reader", websocket=websocket)
     @sockets.byte_messages(ping_period=0.3, pong_wait=0.9, write_wait=5, close_timeout=0.5)
     def hostile_slow_reader(sender, errors, connection):  # type: ignore[no-untyped-def]

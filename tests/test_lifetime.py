@@ -286,3 +286,39 @@ def test_no_error_logged_for_normal_closes(fresh_server: Server) -> None:
         or "[ERROR]" in line
     ]
     assert bad == []
+
+
+# -- frames held back while the view has messages to read ------------------------
+
+
+def burst(*texts: str) -> bytes:
+    """Text frames in one write: they reach ``receiver`` together."""
+    return b"".join(frame(TEXT, text.encode()) for text in texts)
+
+
+def test_an_answer_held_back_for_the_next_goes_out_when_none_comes(server: Server) -> None:
+    """A view answers the first message of a burst (its answer is held back
+    for the next one) and then blocks: the answer still arrives, long before
+    the view goes on, and the rest follow in order."""
+    entry = key()
+    with RawClient(server.port, timeout=T) as client:
+        client.open(f"/held/answer-then-wait?id={entry}")
+        client.send(burst("a", "b", "c"))
+        first = client.read_frame()  # times out (T) if the answer waits with the view
+        assert first.text == "answer:a waiting:2"  # the held-back path was taken
+        assert server.get(f"/_release/{entry}")[0] == 200
+        assert [client.read_frame().text for _ in range(2)] == ["answer:b", "answer:c"]
+        client.send(close_frame(1000))
+        assert client.read_frame().close_code == 1000
+
+
+def test_answers_held_back_go_out_before_the_close_when_the_view_returns(
+    server: Server,
+) -> None:
+    with RawClient(server.port, timeout=T) as client:
+        client.open("/held/answer-then-return")
+        client.send(burst("a", "b", "c"))
+        frames = client.read_until_close()
+        assert [f.text for f in frames[:-1]] == ["answer:a waiting:2"]
+        assert frames[-1].close_code == 1000
+        assert finish(client) == b""
