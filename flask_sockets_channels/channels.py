@@ -16,11 +16,15 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 __all__ = ["Channel", "Closed"]
 
 T = TypeVar("T")
+
+#: queue.Queue's conditions, which a Channel builds on first use.
+_CONDITIONS = frozenset({"not_empty", "not_full", "all_tasks_done"})
+_BUILDING = threading.Lock()
 
 
 class Closed(Exception):
@@ -42,8 +46,14 @@ class Channel(queue.Queue[T]):
     def __init__(self, maxsize: int = 0) -> None:
         if maxsize < 0:
             raise ValueError(f"maxsize must be >= 0, not {maxsize}")
+        # Not queue.Queue.__init__: its deque and three conditions are built
+        # when first used (see __getattr__). Most channels of an idle
+        # connection never wait, some never hold an item, and each of these
+        # costs 0.8-1.3 KiB.
         # An unbuffered channel still needs one slot to hand the item over.
-        super().__init__(maxsize or 1)
+        self.maxsize = maxsize or 1
+        self.mutex = threading.Lock()
+        self.unfinished_tasks = 0
         self.capacity = maxsize
         self._closed = False
         self._taken = 0  # items removed by get, to tell a rendezvous put its item went
@@ -52,6 +62,34 @@ class Channel(queue.Queue[T]):
         # While a batch put waits for room: wake it only once the buffer has
         # drained to this many items, not after every get (see _put_all).
         self._refill_at: int | None = None
+
+    if not TYPE_CHECKING:  # typed by queue.Queue's attributes; typos stay errors
+
+        def __getattr__(self, name: str) -> Any:
+            # Only for what __init__ did not set: queue.Queue's deque and
+            # conditions (on the mutex), built once, under a lock shared by
+            # every channel for the moment it takes. _notify does not build a
+            # condition: one nobody built has nobody waiting on it.
+            if name != "queue" and name not in _CONDITIONS:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            with _BUILDING:
+                built = self.__dict__.get(name)
+                if built is None:
+                    if name == "queue":
+                        self._init(self.maxsize)
+                        built = self.__dict__["queue"]
+                    else:
+                        built = self.__dict__[name] = threading.Condition(self.mutex)
+            return built
+
+    def _notify(self, name: str, count: int | None = None) -> None:
+        """Locked: wake ``count`` (all if ``None``) waiters of condition ``name``."""
+        condition = self.__dict__.get(name)
+        if condition is not None:
+            if count is None:
+                condition.notify_all()
+            else:
+                condition.notify(count)
 
     @property
     def closed(self) -> bool:
@@ -73,8 +111,8 @@ class Channel(queue.Queue[T]):
                 self._discard(len(self.queue))
                 self.queue.clear()
             self._closed = True
-            self.not_empty.notify_all()
-            self.not_full.notify_all()
+            self._notify("not_empty")
+            self._notify("not_full")
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
         """Put ``item``, blocking while the channel is full.
@@ -84,7 +122,7 @@ class Channel(queue.Queue[T]):
             queue.Full: ``block`` is false or ``timeout`` expired and there was
                 no room (for an unbuffered channel: no ``get`` took the item).
         """
-        with self.not_full:
+        with self.mutex:
             self._check_open()
             if self.capacity and len(self.queue) < self.maxsize:  # the common case, fast
                 self._append((item,))
@@ -114,7 +152,7 @@ class Channel(queue.Queue[T]):
             Closed: The channel is closed and empty.
             queue.Empty: ``block`` is false or ``timeout`` expired.
         """
-        with self.not_empty:
+        with self.mutex:
             if self.queue:  # the common case, fast
                 return self._take(1)[0]
         return self.get_many(1, block, timeout)[0]
@@ -156,7 +194,7 @@ class Channel(queue.Queue[T]):
         count = len(self.queue) - before
         self._given += count
         self.unfinished_tasks += count
-        self.not_empty.notify(count)
+        self._notify("not_empty", count)
         self._appended()
 
     def _appended(self) -> None:
@@ -171,18 +209,18 @@ class Channel(queue.Queue[T]):
         items = [self.queue.popleft() for _ in range(count)]
         self._taken += count
         if not self.capacity:
-            self.not_full.notify_all()  # an unbuffered put waits for its own item
+            self._notify("not_full")  # an unbuffered put waits for its own item
         elif self._refill_at is None:
-            self.not_full.notify(count)
+            self._notify("not_full", count)
         elif len(self.queue) <= self._refill_at:
-            self.not_full.notify_all()
+            self._notify("not_full")
         return items
 
     def _discard(self, count: int) -> None:
         """``count`` items leave without being consumed: done for ``join``."""
         self.unfinished_tasks = max(0, self.unfinished_tasks - count)
         if not self.unfinished_tasks:
-            self.all_tasks_done.notify_all()
+            self._notify("all_tasks_done")
 
     # -- batch operations for the library's reader and hub -------------------
 

@@ -55,7 +55,11 @@ from .writer import Sender, send_all, send_nowait
 
 __all__ = ["Codec", "Connection"]
 
+#: Bytes asked of a read while data flows (the last read filled what it
+#: asked for), and otherwise: a blocked ``recv`` holds a buffer of the size
+#: it asked for, and an idle connection need not keep 64 KiB of it.
 RECV_SIZE = 1 << 16
+RECV_IDLE_SIZE = 1 << 10
 #: How many errors ``errors`` holds; more are logged and dropped.
 ERRORS_BUFFER = 64
 _numbers = itertools.count(1)
@@ -137,7 +141,7 @@ class Connection:
         )
         self.errors: Channel[SocketsError] = Channel(ERRORS_BUFFER)
         self.disconnect: Channel[Any] = Disconnect(self.close)
-        self._state = threading.Condition()  # guards the close bookkeeping below
+        self._state = threading.Lock()  # guards the close bookkeeping below
         self._close_request: tuple[int, str] | None = None
         self._close_code: int | None = None
         self._close_reason = ""
@@ -154,6 +158,8 @@ class Connection:
         self._flush_due: float | None = None  # frames are held back on sender until then
         rate = options.rate_limit
         self._bucket = TokenBucket(*rate) if rate else None  # reader-owned
+        # Set to end a reader's pause for the rate limit early (the end).
+        self._unpause = threading.Event() if rate else None
         self._reader = threading.Thread(target=self._read_loop, name=f"{self.name} reader")
         self.done: threading.Event = Done(self._reader)
 
@@ -267,8 +273,8 @@ class Connection:
         """
         self._shutdown(socket.SHUT_RDWR)
         self.receiver.close()
-        with self._state:
-            self._state.notify_all()  # a reader waiting for the rate limit
+        if self._unpause is not None:
+            self._unpause.set()  # a reader waiting for the rate limit
 
     def _slow_consumer(self) -> None:
         self.options.log(LOG_LEVEL_WARNING, "%s: hub backlog full; closing (1008)", self.name)
@@ -442,17 +448,19 @@ class Connection:
         # in one, since the peer closes TCP or the close timer cuts it.
         try:
             data = self._buffered
+            size = RECV_IDLE_SIZE
             while True:
                 if data:
                     self._receive(data)
                 try:
-                    data = self._sock.recv(RECV_SIZE)
+                    data = self._sock.recv(size)
                 except OSError as exc:
                     self._lost(exc)
                     return
                 if not data:
                     self._lost(None)
                     return
+                size = RECV_SIZE if len(data) == size else RECV_IDLE_SIZE
                 self._last_alive = time.monotonic()
         except Exception:  # a bug, never peer input: keep the traceback
             self.options.log(LOG_LEVEL_ERROR, "%s: reader crashed", self.name, exc_info=True)
@@ -580,8 +588,9 @@ class Connection:
         peer); False if the connection ended meanwhile."""
         self._paused = True
         try:
-            with self._state:
-                ended = self._state.wait_for(lambda: self._ended or self.receiver.closed, seconds)
+            assert self._unpause is not None  # a bucket comes with it
+            self._unpause.wait(seconds)
+            ended = self._ended or self.receiver.closed
         finally:
             self._paused = False
             self._last_alive = time.monotonic()
@@ -660,8 +669,6 @@ class Connection:
         """
         self._ended = True
         self._shutdown(socket.SHUT_RDWR)
-        with self._state:
-            self._state.notify_all()
         self.receiver.close()
         self.sender.shutdown()
         scheduler.cancel(self)

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .channels import Channel
 from .exceptions import is_sendable_code
 
 __all__ = ["Disconnect", "Done", "check_close"]
+
+_BUILDING = threading.Lock()  # Done's condition is built once
 
 
 class Disconnect(Channel[Any]):
@@ -45,8 +47,21 @@ class Done(threading.Event):
     """
 
     def __init__(self, reader: threading.Thread) -> None:
-        super().__init__()
+        # Not Event.__init__: its condition is built when first used (see
+        # __getattr__); most connections are never waited on until they end.
+        self._flag = False
         self._reader = reader
+
+    if not TYPE_CHECKING:  # typed by threading.Event's attributes
+
+        def __getattr__(self, name: str) -> Any:
+            if name != "_cond":
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            with _BUILDING:
+                condition = self.__dict__.get("_cond")
+                if condition is None:
+                    condition = self.__dict__["_cond"] = threading.Condition(threading.Lock())
+            return condition
 
     def is_set(self) -> bool:
         """Whether the connection has ended (its threads too)."""
