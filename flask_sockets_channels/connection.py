@@ -108,6 +108,53 @@ class Connection:
         bytes_out: The payload bytes of the data messages sent.
     """
 
+    # Slots: an idle connection is kept by the thousand. __dict__ stays (built
+    # only if an app sets an attribute of its own), and so do weak references.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_assembler",
+        "_bucket",
+        "_buffered",
+        "_close_code",
+        "_close_deadline",
+        "_close_reason",
+        "_close_request",
+        "_close_timeout",
+        "_codec",
+        "_ended",
+        "_failed",
+        "_flush_due",
+        "_last_alive",
+        "_next_ping",
+        "_on_done",
+        "_on_error",
+        "_paused",
+        "_ping_period",
+        "_pong_wait",
+        "_protocol",
+        "_protocol_lock",
+        "_reader",
+        "_send_slice",
+        "_sock",
+        "_state",
+        "_unpause",
+        "_write_wait",
+        "bytes_out",
+        "disconnect",
+        "done",
+        "errors",
+        "messages_in",
+        "messages_out",
+        "name",
+        "options",
+        "path",
+        "receiver",
+        "remote_addr",
+        "sender",
+        "subprotocol",
+    )
+
     def __init__(
         self,
         sock: socket.socket,
