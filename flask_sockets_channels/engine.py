@@ -53,15 +53,19 @@ __all__ = [
     "close_echo",
     "data_frame",
     "parser_error",
+    "with_plain_frame",
 ]
 
 
 class Outgoing(NamedTuple):
     """One outbound data message, encoded once: ``text`` tells the frame's
-    type, ``data`` is its payload (UTF-8 for text)."""
+    type, ``data`` is its payload (UTF-8 for text). ``plain`` is its frame
+    without compression, when serialised once for many connections (see
+    :func:`with_plain_frame`)."""
 
     text: bool
     data: bytes
+    plain: bytes | None = None
 
 
 class _Silent(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -125,6 +129,13 @@ def accept(
     return response.serialize(), protocol
 
 
+def with_plain_frame(outgoing: Outgoing) -> Outgoing:
+    """``outgoing`` with its uncompressed frame serialised, for a message
+    sent to many connections: those without compression send these bytes."""
+    opcode = Opcode.TEXT if outgoing.text else Opcode.BINARY
+    return outgoing._replace(plain=Frame(opcode, outgoing.data).serialize(mask=False))
+
+
 def data_frame(outgoing: Outgoing, protocol: Protocol) -> bytes:
     """The bytes of one unfragmented data frame from the server, compressed
     by the extensions ``protocol`` negotiated.
@@ -135,8 +146,11 @@ def data_frame(outgoing: Outgoing, protocol: Protocol) -> bytes:
     context per direction), so this runs in a writing thread while the
     reader parses under its own lock.
     """
+    extensions = protocol.extensions
+    if outgoing.plain is not None and not extensions:
+        return outgoing.plain
     opcode = Opcode.TEXT if outgoing.text else Opcode.BINARY
-    return Frame(opcode, outgoing.data).serialize(mask=False, extensions=protocol.extensions)
+    return Frame(opcode, outgoing.data).serialize(mask=False, extensions=extensions)
 
 
 def close_echo(close: Close) -> bytes:

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any
 
 from .channels import Channel, Closed
-from .engine import Outgoing
+from .engine import Outgoing, with_plain_frame
 from .exceptions import HubUnavailable
 from .modes import to_frame
 from .transport import EntryId, InProcessTransport, Transport
@@ -337,6 +337,8 @@ class Hub:
         transport calls it, in publish order); never blocks."""
         with self._lock:
             members = [m for n, m in self._rooms.get(room, {}).items() if n not in exclude]
+        if len(members) > 1:
+            frame = with_plain_frame(frame)  # serialised once, not per member
         failed = [member for member in members if not member._offer(entry_id, frame)]
         with self._lock:
             self.delivered += len(members) - len(failed)

@@ -394,6 +394,15 @@ def create_app(extension: bool = True) -> Flask:
     @sockets.messages()
     def room_view(room, receiver, sender):  # type: ignore[no-untyped-def]
         """Everything a member sends goes to the whole room, itself included."""
+        room_member(room, receiver, sender)
+
+    @app.route("/room/deflate/<room>", websocket=websocket)
+    @sockets.messages(compression=True)
+    def room_view_deflate(room, receiver, sender):  # type: ignore[no-untyped-def]
+        """The same, with permessage-deflate when the client offers it."""
+        room_member(room, receiver, sender)
+
+    def room_member(room, receiver, sender):  # type: ignore[no-untyped-def]
         hub = app.extensions["sockets_channels"].hub
         with hub.join(room, sender, max_backlog=int(request.args.get("backlog", 1000))):
             sender.put(f"joined {room}")

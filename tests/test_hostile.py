@@ -363,9 +363,7 @@ def test_fail_checks_its_code_and_reason_as_close_does() -> None:
 
     ours, theirs = socket_module.socketpair()
     with ours, theirs:
-        connection = Connection(
-            ours, Protocol(Side.SERVER, state=State.OPEN), Options(), Codec()
-        )
+        connection = Connection(ours, Protocol(Side.SERVER, state=State.OPEN), Options(), Codec())
         with pytest.raises(ValueError, match="123 bytes"):
             connection.fail(None, 1011, "x" * 200)
         with pytest.raises(ValueError, match="may not be sent"):

@@ -57,6 +57,27 @@ def test_publish_reaches_every_member_of_the_room_only(server: Server) -> None:
                 ws.recv(timeout=0.2)
 
 
+def test_members_with_and_without_compression_get_every_message(server: Server) -> None:
+    """A message is serialised once for the members without compression;
+    the compressed ones still get theirs compressed, in order."""
+    name = room()
+    with contextlib.ExitStack() as stack:
+        plain = [join(stack, server, name) for _ in range(2)]
+        compressed = []
+        for _ in range(2):
+            ws = stack.enter_context(
+                connect(f"{server.ws}/room/deflate/{name}", open_timeout=T, compression="deflate")
+            )
+            assert ws.recv(timeout=T) == f"joined {name}"
+            assert ws.protocol.extensions, "permessage-deflate was not negotiated"
+            compressed.append(ws)
+        sent = [f"message {index} " + "x" * index for index in range(50)]
+        for text in sent:
+            plain[0].send(text)
+        for ws in plain + compressed:
+            assert [ws.recv(timeout=T) for _ in sent] == sent
+
+
 def test_members_leave_when_their_connection_ends(server: Server) -> None:
     name = room()
     with contextlib.ExitStack() as stack:

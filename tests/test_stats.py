@@ -328,8 +328,7 @@ def test_prometheus_multiprocess_mode_sums_gunicorn_workers(tmp_path: Path) -> N
         contextlib.ExitStack() as stack,
     ):
         clients = [
-            stack.enter_context(connect(f"{server.ws}/crowd", open_timeout=T))
-            for _ in range(6)
+            stack.enter_context(connect(f"{server.ws}/crowd", open_timeout=T)) for _ in range(6)
         ]
         for ws in clients:
             assert ws.recv(timeout=T) == "ready"
