@@ -95,8 +95,6 @@ class Connection:
         receiver: Inbound messages, in order; ends once closed and drained.
         sender: Outbound messages; ``put`` waits only for room in the buffer
             and raises ``Closed`` once the connection is closing.
-        errors: Every error of the connection, before ``done`` is set.
-        disconnect: Put a close code, or ``(code, reason)``, to close.
         done: Set once the connection is fully closed and its threads ended.
         remote_addr: The client's address.
         path: The request path.
@@ -122,7 +120,9 @@ class Connection:
         "_close_request",
         "_close_timeout",
         "_codec",
+        "_disconnect",
         "_ended",
+        "_errors",
         "_failed",
         "_flush_due",
         "_last_alive",
@@ -141,9 +141,7 @@ class Connection:
         "_unpause",
         "_write_wait",
         "bytes_out",
-        "disconnect",
         "done",
-        "errors",
         "messages_in",
         "messages_out",
         "name",
@@ -186,8 +184,10 @@ class Connection:
         self.sender: Sender = Sender(
             options.send_channel_buffer, codec.encode, self, self._slow_consumer
         )
-        self.errors: Channel[SocketsError] = Channel(ERRORS_BUFFER)
-        self.disconnect: Channel[Any] = Disconnect(self.close)
+        # errors and disconnect are built on first use (most views take
+        # neither, and most connections end without an error).
+        self._errors: Channel[SocketsError] | None = None
+        self._disconnect: Channel[Any] | None = None
         self._state = threading.Lock()  # guards the close bookkeeping below
         self._close_request: tuple[int, str] | None = None
         self._close_code: int | None = None
@@ -211,6 +211,28 @@ class Connection:
         self.done: threading.Event = Done(self._reader)
 
     # -- public API ---------------------------------------------------------
+
+    @property
+    def errors(self) -> Channel[SocketsError]:
+        """Every error of the connection, before ``done`` is set."""
+        errors = self._errors
+        if errors is None:
+            with self._state:
+                if self._errors is None:
+                    self._errors = Channel(ERRORS_BUFFER)
+                errors = self._errors
+        return errors
+
+    @property
+    def disconnect(self) -> Channel[Any]:
+        """Put a close code, or ``(code, reason)``, to close."""
+        disconnect = self._disconnect
+        if disconnect is None:
+            with self._state:
+                if self._disconnect is None:
+                    self._disconnect = Disconnect(self.close)
+                disconnect = self._disconnect
+        return disconnect
 
     @property
     def bytes_in(self) -> int:
