@@ -215,24 +215,24 @@ class Connection:
     @property
     def errors(self) -> Channel[SocketsError]:
         """Every error of the connection, before ``done`` is set."""
-        errors = self._errors
-        if errors is None:
-            with self._state:
-                if self._errors is None:
-                    self._errors = Channel(ERRORS_BUFFER)
-                errors = self._errors
+        errors: Channel[SocketsError] = self._errors or self._build(
+            "_errors", lambda: Channel(ERRORS_BUFFER)
+        )
         return errors
 
     @property
     def disconnect(self) -> Channel[Any]:
         """Put a close code, or ``(code, reason)``, to close."""
-        disconnect = self._disconnect
-        if disconnect is None:
-            with self._state:
-                if self._disconnect is None:
-                    self._disconnect = Disconnect(self.close)
-                disconnect = self._disconnect
-        return disconnect
+        return self._disconnect or self._build("_disconnect", lambda: Disconnect(self.close))
+
+    def _build(self, slot: str, make: Callable[[], Channel[Any]]) -> Channel[Any]:
+        """The channel in ``slot``, made once by ``make``."""
+        with self._state:
+            channel: Channel[Any] | None = getattr(self, slot)
+            if channel is None:
+                channel = make()
+                setattr(self, slot, channel)
+            return channel
 
     @property
     def bytes_in(self) -> int:
