@@ -59,6 +59,7 @@ class Channel(queue.Queue[T]):
         self._taken = 0  # items removed by get, to tell a rendezvous put its item went
         self._given = 0  # items added by put
         self._waiting_getters = 0
+        self._sleeping = 0  # threads in a wait on one of the conditions
         # While a batch put waits for room: wake it only once the buffer has
         # drained to this many items, not after every get (see _put_all).
         self._refill_at: int | None = None
@@ -84,6 +85,8 @@ class Channel(queue.Queue[T]):
 
     def _notify(self, name: str, count: int | None = None) -> None:
         """Locked: wake ``count`` (all if ``None``) waiters of condition ``name``."""
+        if not self._sleeping:
+            return  # nobody waits: skip Condition.notify's own bookkeeping
         condition = self.__dict__.get(name)
         if condition is not None:
             if count is None:
@@ -255,7 +258,7 @@ class Channel(queue.Queue[T]):
                 if room <= 0:
                     self._refill_at = self.capacity // 4
                     try:
-                        self.not_full.wait()
+                        self._sleep(self.not_full, None)
                     finally:
                         self._refill_at = None
                     continue
@@ -274,6 +277,13 @@ class Channel(queue.Queue[T]):
                 return False
             self._append(items)
             return True
+
+    def join(self) -> None:
+        """Block until every item put has been taken and marked done with
+        ``task_done`` (or dropped by ``close(discard=True)``)."""
+        with self.all_tasks_done:
+            while self.unfinished_tasks:
+                self._sleep(self.all_tasks_done, None)
 
     def __iter__(self) -> Iterator[T]:
         """Yield items until the channel is closed and drained."""
@@ -300,12 +310,21 @@ class Channel(queue.Queue[T]):
             if not block:
                 raise timeout_error
             if deadline is None:
-                condition.wait()
+                self._sleep(condition, None)
             else:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise timeout_error
-                condition.wait(remaining)
+                self._sleep(condition, remaining)
+
+    def _sleep(self, condition: threading.Condition, timeout: float | None) -> None:
+        """Locked: wait on ``condition``, counted so that a notify with
+        nobody waiting costs nothing."""
+        self._sleeping += 1
+        try:
+            condition.wait(timeout)
+        finally:
+            self._sleeping -= 1
 
     def _withdraw(self, item: T) -> None:
         """Take back an unbuffered put that nobody took in time."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -225,3 +226,25 @@ def test_close_with_discard_lets_join_return() -> None:
     waiter.start()
     waiter.join(5)
     assert finished.is_set(), "Queue.join() hung on discarded items"
+
+
+@pytest.mark.parametrize("finish", ["task_done", "discard"])
+def test_a_waiting_join_wakes_when_the_items_are_done_or_discarded(finish: str) -> None:
+    channel: Channel[int] = Channel(5)
+    for item in range(3):
+        channel.put(item)
+    finished = threading.Event()
+    waiter = threading.Thread(target=lambda: (channel.join(), finished.set()))
+    waiter.start()
+    deadline = time.monotonic() + T
+    while channel._sleeping == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)  # until join() waits: the wake-up is what is tested
+    assert channel._sleeping == 1, "join() never waited"
+    if finish == "task_done":
+        for _ in range(3):
+            channel.get(timeout=T)
+            channel.task_done()
+    else:
+        channel.close(discard=True)
+    assert finished.wait(T), "a waiting Queue.join() was not woken"
+    waiter.join(T)
