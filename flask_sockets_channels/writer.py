@@ -21,10 +21,11 @@ burst's answers in one ``send``, not one each; when it keeps up (the
 receiver is empty), nothing is held and each frame goes out at once.
 
 Order: data frames go out in the order they were put (they are serialised
-only when written, under the lock, so permessage-deflate's context stays in
-step). Pings and pongs jump the data at the next frame boundary; at most sixteen
-wait (past that the oldest is dropped, as RFC 6455 §5.5.3 allows), so
-a peer flooding pings cannot grow the backlog. Close frames keep
+under the lock in that order, when written or when held back, so
+permessage-deflate's context stays in step). Pings and pongs jump the
+data at the next frame boundary; at most sixteen wait (past that the oldest
+is dropped, as RFC 6455 §5.5.3 allows), so a peer flooding pings cannot grow
+the backlog. Close frames keep
 their place after the frames serialised before them.
 
 ``put`` never waits on the socket: it waits only for room in the buffer
