@@ -25,8 +25,8 @@ under the lock in that order, when written or when held back, so
 permessage-deflate's context stays in step). Pings and pongs jump the
 data at the next frame boundary; at most sixteen wait (past that the oldest
 is dropped, as RFC 6455 §5.5.3 allows), so a peer flooding pings cannot grow
-the backlog. Close frames keep
-their place after the frames serialised before them.
+the backlog. Close frames keep their place after the frames serialised
+before them.
 
 ``put`` never waits on the socket: it waits only for room in the buffer
 (``put_nowait`` and ``put(timeout=)`` never wait longer than they say).
