@@ -12,6 +12,7 @@ has taken the item (a rendezvous), rather than never blocking as a
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -25,6 +26,18 @@ T = TypeVar("T")
 #: queue.Queue's conditions, which a Channel builds on first use.
 _CONDITIONS = frozenset({"not_empty", "not_full", "all_tasks_done"})
 _BUILDING = threading.Lock()
+
+
+def build_once(owner: object, name: str, make: Callable[[], Any]) -> Any:
+    """``owner``'s attribute ``name``, made by ``make()`` the first time it
+    is asked for (under one lock shared by every owner, for the moment it
+    takes): for the parts of a channel or an event that most connections
+    never use."""
+    with _BUILDING:
+        built = owner.__dict__.get(name)
+        if built is None:
+            built = owner.__dict__[name] = make()
+    return built
 
 
 class Closed(Exception):
@@ -68,20 +81,13 @@ class Channel(queue.Queue[T]):
 
         def __getattr__(self, name: str) -> Any:
             # Only for what __init__ did not set: queue.Queue's deque and
-            # conditions (on the mutex), built once, under a lock shared by
-            # every channel for the moment it takes. _notify does not build a
-            # condition: one nobody built has nobody waiting on it.
-            if name != "queue" and name not in _CONDITIONS:
-                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-            with _BUILDING:
-                built = self.__dict__.get(name)
-                if built is None:
-                    if name == "queue":
-                        self._init(self.maxsize)
-                        built = self.__dict__["queue"]
-                    else:
-                        built = self.__dict__[name] = threading.Condition(self.mutex)
-            return built
+            # conditions (on the mutex). _notify does not build a condition:
+            # one nobody built has nobody waiting on it.
+            if name == "queue":
+                return build_once(self, name, collections.deque)
+            if name in _CONDITIONS:
+                return build_once(self, name, lambda: threading.Condition(self.mutex))
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _notify(self, name: str, count: int | None = None) -> None:
         """Locked: wake ``count`` (all if ``None``) waiters of condition ``name``."""

@@ -6,12 +6,10 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
-from .channels import Channel
+from .channels import Channel, build_once
 from .exceptions import is_sendable_code
 
 __all__ = ["Disconnect", "Done", "check_close"]
-
-_BUILDING = threading.Lock()  # Done's condition is built once
 
 
 class Disconnect(Channel[Any]):
@@ -57,11 +55,7 @@ class Done(threading.Event):
         def __getattr__(self, name: str) -> Any:
             if name != "_cond":
                 raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-            with _BUILDING:
-                condition = self.__dict__.get("_cond")
-                if condition is None:
-                    condition = self.__dict__["_cond"] = threading.Condition(threading.Lock())
-            return condition
+            return build_once(self, name, lambda: threading.Condition(threading.Lock()))
 
     def is_set(self) -> bool:
         """Whether the connection has ended (its threads too)."""
