@@ -7,10 +7,10 @@ about to be written) and the engine's protocol in the OPEN state (see
 
 Threads (named after the connection):
 
-* ``reader`` (:meth:`Connection._read_loop`) reads the socket, feeds the
-  engine, puts complete messages on ``receiver`` and hands the engine's
-  replies (pongs, close frames) to the write path. It owns the end of the
-  connection: its ``finally`` runs :meth:`Connection._teardown`.
+* ``reader`` (:mod:`.reader`) reads the socket, feeds the engine, puts
+  complete messages on ``receiver`` and hands the engine's replies (pongs,
+  close frames) to the write path. It owns the end of the connection: its
+  ``finally`` runs :meth:`Connection._teardown`.
 * ``writer`` exists only while a backlog does (:mod:`.writer`): most frames
   are written by the thread that has them, without waiting.
 * The process-wide timer thread (:mod:`.keepalive`) sends pings, declares
@@ -30,36 +30,22 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Callable, cast
+from typing import Any, Callable
 
 from . import engine
-from .assembler import Assembler, Raw
+from .assembler import Raw
 from .channels import Channel, Closed
 from .controls import Disconnect, Done, check_close
-from .engine import Frame, Opcode, Outgoing, Protocol, State, parser_error
-from .exceptions import (
-    NORMAL_CODES,
-    CloseCode,
-    ConnectionClosedError,
-    DecodeError,
-    KeepaliveTimeout,
-    ProtocolError,
-    SocketsError,
-    WriteTimeout,
-)
+from .engine import Outgoing, Protocol, State
+from .exceptions import CloseCode, KeepaliveTimeout, SocketsError, WriteTimeout
 from .keepalive import scheduler
 from .options import LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options
 from .options import seconds as to_seconds
-from .ratelimit import TokenBucket
+from .reader import Reading, Receiver
 from .writer import Sender, send_all, send_nowait
 
 __all__ = ["Codec", "Connection"]
 
-#: Bytes asked of a read while data flows (the last read filled what it
-#: asked for), and otherwise: a blocked ``recv`` holds a buffer of the size
-#: it asked for, and an idle connection need not keep 64 KiB of it.
-RECV_SIZE = 1 << 16
-RECV_IDLE_SIZE = 1 << 10
 #: How many errors ``errors`` holds; more are logged and dropped.
 ERRORS_BUFFER = 64
 _numbers = itertools.count(1)
@@ -88,7 +74,7 @@ class _CloseFrame:
         self.code, self.reason = code, reason
 
 
-class Connection:
+class Connection(Reading):
     """A WebSocket connection handed to a view.
 
     Attributes:
@@ -111,9 +97,6 @@ class Connection:
     __slots__ = (
         "__dict__",
         "__weakref__",
-        "_assembler",
-        "_bucket",
-        "_buffered",
         "_close_code",
         "_close_deadline",
         "_close_reason",
@@ -125,11 +108,9 @@ class Connection:
         "_errors",
         "_failed",
         "_flush_due",
-        "_last_alive",
         "_next_ping",
         "_on_done",
         "_on_error",
-        "_paused",
         "_ping_period",
         "_pong_wait",
         "_protocol",
@@ -138,11 +119,9 @@ class Connection:
         "_send_slice",
         "_sock",
         "_state",
-        "_unpause",
         "_write_wait",
         "bytes_out",
         "done",
-        "messages_in",
         "messages_out",
         "name",
         "options",
@@ -164,6 +143,7 @@ class Connection:
         path: str = "/",
         subprotocol: str | None = None,
     ) -> None:
+        super().__init__(options.rate_limit)
         self.options = options
         self._write_wait = to_seconds(options.write_wait)
         self._ping_period = to_seconds(options.ping_period)
@@ -175,12 +155,12 @@ class Connection:
         self.path = path
         self.subprotocol = subprotocol
         self.name = f"ws-{next(_numbers)} {remote_addr or '?'} {path}"
-        self.messages_in = self.messages_out = self.bytes_out = 0
+        self.messages_out = self.bytes_out = 0
         self._sock = sock
         self._codec = codec
         self._protocol = protocol
         self._protocol_lock = threading.Lock()
-        self.receiver: Channel[Any] = _Receiver(options.recv_channel_buffer, self._flush)
+        self.receiver: Channel[Any] = Receiver(options.recv_channel_buffer, self._flush)
         self.sender: Sender = Sender(
             options.send_channel_buffer, codec.encode, self, self._slow_consumer
         )
@@ -197,16 +177,8 @@ class Connection:
         self._close_deadline: float | None = None
         self._on_done: list[Callable[[Connection], None]] = []
         self._on_error: list[Callable[[SocketsError], None]] = []
-        self._assembler = Assembler()  # reader-owned
-        # Liveness, written by the reader and the writer, read by the timer.
-        self._last_alive = time.monotonic()
-        self._paused = False
         self._next_ping = float("inf")
         self._flush_due: float | None = None  # frames are held back on sender until then
-        rate = options.rate_limit
-        self._bucket = TokenBucket(*rate) if rate else None  # reader-owned
-        # Set to end a reader's pause for the rate limit early (the end).
-        self._unpause = threading.Event() if rate else None
         self._reader = threading.Thread(target=self._read_loop, name=f"{self.name} reader")
         self.done: threading.Event = Done(self._reader)
 
@@ -509,186 +481,6 @@ class Connection:
         """Half-close TCP: the engine's EOF after a close frame."""
         self._shutdown(socket.SHUT_WR)
 
-    # -- the reader ---------------------------------------------------------
-
-    def _read_loop(self) -> None:
-        # Owns: every read of the socket, the engine's parser, and the end of
-        # the connection. Ends at EOF or a socket error; every close path ends
-        # in one, since the peer closes TCP or the close timer cuts it.
-        try:
-            data = self._buffered
-            size = RECV_IDLE_SIZE
-            while True:
-                if data:
-                    self._receive(data)
-                try:
-                    data = self._sock.recv(size)
-                except OSError as exc:
-                    self._lost(exc)
-                    return
-                if not data:
-                    self._lost(None)
-                    return
-                size = RECV_SIZE if len(data) == size else RECV_IDLE_SIZE
-                self._last_alive = time.monotonic()
-        except Exception:  # a bug, never peer input: keep the traceback
-            self.options.log(LOG_LEVEL_ERROR, "%s: reader crashed", self.name, exc_info=True)
-            self._set_close_code(CloseCode.ABNORMAL_CLOSURE, "")
-        finally:
-            self._teardown()
-
-    def _receive(self, data: bytes) -> None:
-        """Feed ``data`` to the engine, send its replies, deliver messages."""
-        with self._protocol_lock:
-            if self._protocol.state is State.CLOSED:
-                return
-            was_open = self._protocol.state is State.OPEN
-            self._protocol.receive_data(data)
-            # Past the handshake, the engine's events are frames.
-            frames = cast("list[Frame]", self._protocol.events_received())
-            replies = self._protocol.data_to_send()
-            failure = self._protocol.parser_exc if was_open else None
-            closing = self._protocol.state is not State.OPEN
-            if failure is not None and self._protocol.close_rcvd is not None:
-                # RFC 6455 §5.4 allows a close frame inside a fragmented
-                # message; the engine fails it with 1002, we echo it.
-                replies = [engine.close_echo(self._protocol.close_rcvd), *replies[1:]]
-                frames.append(Frame(Opcode.CLOSE, b""))  # the engine left it out
-                failure = None
-        items: list[Any] = []
-        for frame in frames:
-            if frame.opcode is Opcode.CLOSE:
-                self._closed_by_peer(frame)
-            elif frame.opcode in _DATA:
-                message = self._assembler.add(frame)
-                if isinstance(message, ProtocolError):
-                    self._fail_by_peer(message)
-                    break
-                if message is not None:
-                    item = self._decode(message)
-                    if isinstance(item, ProtocolError):
-                        self._fail_by_peer(item)
-                        break
-                    if item is not _SKIP:
-                        items.append(item)
-        if failure is not None:
-            self._failed_by_engine(failure)
-        if replies or closing:
-            # The close reply goes out before the view is woken by the
-            # sender's close; what was queued cannot be sent any more.
-            self.sender.send_control(replies, discard=closing)
-        if items:
-            self._deliver(items)
-
-    def _decode(self, message: Raw) -> Any:
-        """The mode's item for ``message``; ``_SKIP`` if it does not decode
-        (reported as a ``DecodeError``); a ``ProtocolError`` to fail with."""
-        self.messages_in += 1
-        try:
-            return self._codec.decode(message)
-        except ProtocolError as exc:
-            return exc
-        except DecodeError as exc:
-            self._report(exc, LOG_LEVEL_WARNING)
-        except Exception as exc:  # whatever a user's model raises
-            error = DecodeError(f"message does not decode: {type(exc).__name__}: {exc}", message)
-            error.__cause__ = exc
-            self._report(error, LOG_LEVEL_WARNING)
-        return _SKIP
-
-    def _closed_by_peer(self, frame: Frame) -> None:
-        """A close frame arrived: the peer's, or its reply to ours."""
-        close = self._protocol.close_rcvd
-        if close is None:
-            return
-        self._closing_started()
-        if self._protocol.close_rcvd_then_sent:  # the peer started the close
-            code, reason = int(close.code), close.reason
-            self._set_close_code(code, reason)
-            self._request_close(code, reason)
-            if code not in NORMAL_CODES and code != CloseCode.NO_STATUS_RCVD:
-                self._report_failure(ConnectionClosedError(code, reason))
-            else:
-                self.options.log(LOG_LEVEL_INFO, "%s: closed by peer (%s)", self.name, code)
-
-    def _fail_by_peer(self, error: ProtocolError) -> None:
-        """Fail the connection for the peer's fault (1002, 1007, 1009): send
-        the close frame and close TCP at once (RFC 6455 §7.1.7)."""
-        reason = str(error).encode()[:120].decode(errors="ignore")
-        with self._protocol_lock:
-            if self._protocol.state is not State.OPEN:
-                return
-            self._protocol.fail(error.code, reason)
-            replies = self._protocol.data_to_send()
-        self._failed_by_engine(None, error)
-        self.sender.send_control(replies, discard=True)
-
-    def _failed_by_engine(
-        self, exc: BaseException | None, error: SocketsError | None = None
-    ) -> None:
-        """The engine failed the connection (its close frame is queued)."""
-        if error is None:
-            assert exc is not None
-            error = parser_error(exc)
-        close = self._protocol.close_sent
-        code = close.code if close is not None else CloseCode.ABNORMAL_CLOSURE
-        self._set_close_code(int(code), close.reason if close is not None else "")
-        self._request_close(int(code), "")
-        self._report_failure(error)
-        self._closing_started()
-        self.receiver.close()
-
-    def _deliver(self, items: list[Any]) -> None:
-        """Put ``items`` on ``receiver``, waking the view once; while it is
-        full, stop reading (TCP pushes back) and stop the keepalive clock.
-        Past the rate limit, wait for the bucket to refill (also paused)."""
-        while self._bucket is not None and items:
-            allowed = self._bucket.take(len(items))
-            if allowed:
-                self._put_on_receiver(items[:allowed])
-                items = items[allowed:]
-            elif not self._wait_for_token(self._bucket.wait_time()):
-                return
-        if items:
-            self._put_on_receiver(items)
-
-    def _wait_for_token(self, seconds: float) -> bool:
-        """Pause ``seconds`` for the rate limit (a paused reader is not a dead
-        peer); False if the connection ended meanwhile."""
-        self._paused = True
-        try:
-            assert self._unpause is not None  # a bucket comes with it
-            self._unpause.wait(seconds)
-            ended = self._ended or self.receiver.closed
-        finally:
-            self._paused = False
-            self._last_alive = time.monotonic()
-        return not ended
-
-    def _put_on_receiver(self, items: list[Any]) -> None:
-        try:
-            start = self.receiver._put_available(items)
-        except Closed:
-            return  # closing: the view reads no more
-        if start == len(items):
-            return
-        self._paused = True
-        try:
-            self.receiver._put_all(items[start:])
-        except Closed:
-            pass
-        finally:
-            self._last_alive = time.monotonic()
-            self._paused = False
-
-    def _lost(self, cause: OSError | None) -> None:
-        """The socket hit EOF or an error."""
-        if self._close_request is not None or self._protocol.state is not State.OPEN:
-            return
-        error = ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "connection lost")
-        error.__cause__ = cause
-        self._report_failure(error)
-
     # -- closing bookkeeping ----------------------------------------------------
 
     def _request_close(self, code: int, reason: str) -> bool:
@@ -754,19 +546,3 @@ class Connection:
         self._on_done.clear()
         self._on_error.clear()
         self.done.set()
-
-
-class _Receiver(Channel[Any]):
-    """``receiver``: before a ``get`` waits, what ``sender`` held back for
-    the view's next answer is written (the view has none coming)."""
-
-    def __init__(self, maxsize: int, flush: Callable[[], None]) -> None:
-        super().__init__(maxsize)
-        self._flush = flush
-
-    def _will_wait(self) -> None:
-        self._flush()
-
-
-_DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
-_SKIP = object()

@@ -339,12 +339,14 @@ class RedisTransport:
                 if stop.is_set():
                     break
                 self._resume(client)
+                if failures:
+                    # Counted before anything is delivered on the new
+                    # connection: whoever got a message sees the reconnect.
+                    self.reconnects += 1
+                    logger.info("hub: reconnected to %s", self.url)
                 self._read(client, sink, block=None)
                 self._heartbeat(sink, resync=True)
                 self._ready.set()
-                if failures:
-                    self.reconnects += 1
-                    logger.info("hub: reconnected to %s", self.url)
                 failures = 0
                 next_heartbeat = time.monotonic() + HEARTBEAT_PERIOD
                 while not stop.is_set():

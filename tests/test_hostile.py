@@ -151,7 +151,10 @@ def test_finished_connections_are_garbage(fresh: Server) -> None:
 def test_memory_returns_to_baseline_after_1000_connections(fresh: Server) -> None:
     """No Python object outlives its connection (the object count comes back
     exactly), and RSS stays within 10 % (the allocator keeps some arenas of
-    the threads that served, which is not a leak: it stops growing)."""
+    the threads that served, which is not a leak: it stops growing). The
+    warm-up is 2,000 connections: on Python 3.9 under gunicorn RSS still
+    grows by about 10 % over the second thousand, then by under 1 % a
+    thousand."""
 
     def churn(count: int) -> None:
         for _ in range(count // 50):
@@ -171,7 +174,7 @@ def test_memory_returns_to_baseline_after_1000_connections(fresh: Server) -> Non
             time.sleep(0.05)  # views end just after their clients saw the close
         return figures
 
-    churn(1000)  # warm-up: the server's thread pool, caches and allocator arenas
+    churn(2000)  # warm-up: the server's thread pool, caches and allocator arenas
     before = settled()
     churn(1000)
     after = settled()

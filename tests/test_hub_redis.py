@@ -691,7 +691,7 @@ class Collector:
         self._thread.start()
 
     def _run(self) -> None:
-        deadline = time.monotonic() + wait_time(120)
+        deadline = time.monotonic() + wait_time(60)  # well inside the test timeout
         while time.monotonic() < deadline:
             try:
                 message = self.ws.recv(timeout=1)
@@ -704,10 +704,12 @@ class Collector:
             if message == self.last:
                 return
 
-    def numbers(self, timeout: float = 120) -> list[int]:
+    def numbers(self, timeout: float = 60) -> list[int]:
         """The numbers of the ``n-<number>`` messages received, once done."""
         self._thread.join(wait_time(timeout))
-        assert not self._thread.is_alive(), f"{self.last} never came: {self.messages[-3:]}"
+        assert not self._thread.is_alive(), (
+            f"{self.last} never came: {len(self.messages)} messages, the last {self.messages[-3:]}"
+        )
         return [int(m[2:]) for m in self.messages if m.startswith("n-")]
 
 
