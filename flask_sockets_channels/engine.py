@@ -52,6 +52,7 @@ __all__ = [
     "accept",
     "close_echo",
     "data_frame",
+    "mid_frame",
     "parser_error",
     "with_plain_frame",
 ]
@@ -151,6 +152,12 @@ def data_frame(outgoing: Outgoing, protocol: Protocol) -> bytes:
         return outgoing.plain
     opcode = Opcode.TEXT if outgoing.text else Opcode.BINARY
     return Frame(opcode, outgoing.data).serialize(mask=False, extensions=extensions)
+
+
+def mid_frame(protocol: Protocol) -> bool:
+    """Whether the engine holds part of a frame it has not finished
+    parsing: more of it is on its way (the reader's next read is large)."""
+    return bool(protocol.reader.buffer)
 
 
 def close_echo(close: Close) -> bytes:

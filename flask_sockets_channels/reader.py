@@ -39,8 +39,9 @@ if TYPE_CHECKING:
 __all__ = ["Reading"]
 
 #: Bytes asked of a read while data flows (the last read filled what it
-#: asked for), and otherwise: a blocked ``recv`` holds a buffer of the size
-#: it asked for, and an idle connection need not keep 64 KiB of it.
+#: asked for, or a frame is only partly in), and otherwise: a blocked
+#: ``recv`` holds a buffer of the size it asked for, and an idle connection
+#: need not keep 64 KiB of it.
 RECV_SIZE = 1 << 16
 RECV_IDLE_SIZE = 1 << 10
 
@@ -128,7 +129,8 @@ class Reading:
                 if not data:
                     self._lost(None)
                     return
-                size = RECV_SIZE if len(data) == size else RECV_IDLE_SIZE
+                flowing = len(data) == size or engine.mid_frame(self._protocol)
+                size = RECV_SIZE if flowing else RECV_IDLE_SIZE
                 self._last_alive = time.monotonic()
         except Exception:  # a bug, never peer input: keep the traceback
             self.options.log(LOG_LEVEL_ERROR, "%s: reader crashed", self.name, exc_info=True)
