@@ -53,8 +53,9 @@ class _Decoder(typing.Protocol):
 
 
 class Reading:
-    """The reader thread's half of a connection (a base of
-    :class:`~.connection.Connection`, which sets up its state)."""
+    """The reader thread's half of a connection: a base of
+    :class:`~.connection.Connection`, which holds the rest of the state it
+    reads (declared below for the type checker)."""
 
     # The state the reader writes; the rest is the connection's.
     __slots__ = (
