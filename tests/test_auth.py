@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 from websockets.exceptions import InvalidStatus
-from websockets.sync.client import connect
 
 from flask_sockets_channels.testing import HandshakeRejected, WebSocketTestClient
 from tests.auth_app import create_app
+from tests.client import connect
 from tests.conftest import Server, gunicorn_server, serve_app, wait_time
 
 T = wait_time(5)

@@ -21,12 +21,13 @@ import pytest
 from flask import Flask
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Response
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 import flask_sockets_channels as sockets
 from flask_sockets_channels import Options, limits
 from flask_sockets_channels.testing import HandshakeRejected, WebSocketTestClient
 from tests.capacity_app import create_app
+from tests.client import connect
 from tests.conftest import Server, gunicorn_server, redis_server, serve_app, wait_time
 from tests.wire import RawClient
 

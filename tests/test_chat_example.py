@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 from examples.chat.app import create_app
+from tests.client import connect
 from tests.conftest import Server, gunicorn_server, redis_server, serve_app, wait_time
 
 T = wait_time(5)

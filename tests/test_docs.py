@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from websockets.sync.client import connect
 
+from tests.client import connect
 from tests.conftest import ROOT, free_port, wait_time
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

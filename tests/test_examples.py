@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 from flask import Flask
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 # The fixture under test (see tests/test_testing.py for why it is imported).
 from flask_sockets_channels.pytest_plugin import ws_client  # noqa: F401
 from flask_sockets_channels.testing import WebSocketTestClient
+from tests.client import connect
 from tests.conftest import ROOT, free_port, wait_time
 
 T = wait_time(5)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from flask import Blueprint, Flask
-from websockets.sync.client import connect
 
 import flask_sockets_channels as sockets
+from tests.client import connect
 from tests.conftest import ROOT, Server, serve_app, wait_time
 from tests.wire import RawClient
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
+from tests.client import connect
 from tests.conftest import ROOT, Server, gunicorn_server, wait_time
 from tests.wire import BINARY, PING, TEXT, RawClient, frame
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
-from websockets.sync.client import connect
 
+from tests.client import connect
 from tests.conftest import Server, wait_time
 from tests.wire import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, RawClient, frame
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from websockets.sync.client import connect
 
+from tests.client import connect
 from tests.conftest import Server, wait_time
 from tests.wire import TEXT, RawClient, frame
 

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from websockets.sync.client import connect
 
+from tests.client import connect
 from tests.conftest import PROCESS_SERVERS, Server, wait_time
 from tests.wire import BINARY, CLOSE, CONTINUATION, PING, TEXT, RawClient, close_frame, frame
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 import flask_sockets_channels as sockets
+from tests.client import connect
 from tests.conftest import (
     Inbox,
     RedisServer,

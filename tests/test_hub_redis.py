@@ -29,9 +29,10 @@ from typing import Any
 
 import pytest
 import redis as redis_py
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 import flask_sockets_channels as sockets
+from tests.client import connect
 from tests.conftest import (
     ROOT,
     Inbox,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
+from tests.client import connect
 from tests.conftest import SERVERS, Server, wait_time
 from tests.wire import BINARY, CLOSE, TEXT, RawClient, close_frame, frame
 

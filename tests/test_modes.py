@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 import websocket  # websocket-client
-from websockets.sync.client import connect
 
+from tests.client import connect
 from tests.conftest import Server, wait_time
 from tests.wire import BINARY, TEXT, RawClient, frame
 

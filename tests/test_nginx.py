@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import connect
 
+from tests.client import connect
 from tests.conftest import Server, free_port, gunicorn_server, require, wait_time
 
 T = wait_time(5)

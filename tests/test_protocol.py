@@ -9,8 +9,8 @@ import struct
 import time
 
 import pytest
-from websockets.sync.client import connect
 
+from tests.client import connect
 from tests.conftest import Server, wait_time
 from tests.wire import CLOSE, PING, PONG, TEXT, RawClient, close_frame, frame
 

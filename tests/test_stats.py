@@ -17,11 +17,12 @@ from flask import Flask
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 import flask_sockets_channels as sockets
 from flask_sockets_channels import Connection, metrics
 from tests.capacity_app import create_app
+from tests.client import connect
 from tests.conftest import Server, gunicorn_server, serve_app, wait_time
 from tests.wire import RawClient
 
