@@ -37,7 +37,13 @@ from .assembler import Raw
 from .channels import Channel, Closed
 from .controls import Disconnect, Done, check_close
 from .engine import Outgoing, Protocol, State
-from .exceptions import CloseCode, KeepaliveTimeout, SocketsError, WriteTimeout
+from .exceptions import (
+    CloseCode,
+    ConnectionClosedError,
+    KeepaliveTimeout,
+    SocketsError,
+    WriteTimeout,
+)
 from .keepalive import scheduler
 from .options import LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options
 from .options import seconds as to_seconds
@@ -119,6 +125,7 @@ class Connection(Reading):
         "_send_slice",
         "_sock",
         "_state",
+        "_write_error",
         "_write_wait",
         "bytes_out",
         "done",
@@ -173,6 +180,7 @@ class Connection(Reading):
         self._close_code: int | None = None
         self._close_reason = ""
         self._failed = False  # a connection-ending error was reported
+        self._write_error: SocketsError | None = None  # for the reader to report
         self._ended = False  # teardown has begun
         self._close_deadline: float | None = None
         self._on_done: list[Callable[[Connection], None]] = []
@@ -286,6 +294,8 @@ class Connection(Reading):
 
         Raises:
             OSError: The 101 response could not be written.
+            RuntimeError: No thread could start (the process is at its
+                thread limit).
         """
         # A blocking socket: reads wait for data or for shutdown(); writes
         # that may wait are bounded by SO_SNDTIMEO (see send_within), writes
@@ -303,7 +313,11 @@ class Connection(Reading):
         due = self._next_due(now)
         if due is not None:
             scheduler.schedule(self, due)
-        self._reader.start()
+        try:
+            self._reader.start()
+        except RuntimeError:  # no thread to read with: the timer forgets it
+            scheduler.cancel(self)
+            raise
 
     def abort(self) -> None:
         """Cut TCP at once, without a closing handshake; the threads end.
@@ -380,7 +394,11 @@ class Connection(Reading):
             return
         self._close_deadline = time.monotonic() + self._close_timeout
         if not self._ended:
-            scheduler.schedule(self, self._close_deadline)
+            try:
+                scheduler.schedule(self, self._close_deadline)
+            except RuntimeError as exc:  # nothing would bound the close: cut TCP
+                self.options.log(LOG_LEVEL_ERROR, "%s: no timer thread (%s)", self.name, exc)
+                self.abort()
 
     # -- the write path's wire (see writer.Wire) ------------------------------
 
@@ -424,7 +442,11 @@ class Connection(Reading):
         if current is None or due < current:
             self._flush_due = due
             if not self._ended:
-                scheduler.schedule(self, due)
+                try:
+                    scheduler.schedule(self, due)
+                except RuntimeError:  # no timer thread: write them now
+                    self._flush_due = None
+                    self.sender.flush()
 
     def _flush(self) -> None:
         # receiver's get is about to wait: the view answered what it read.
@@ -466,6 +488,22 @@ class Connection(Reading):
         self.options.log(LOG_LEVEL_DEBUG, "%s: write failed: %s", self.name, exc)
         self.sender.close(discard=True)
         self.receiver.close()  # a reader paused on a full receiver reads on
+
+    def writer_unavailable(self, exc: RuntimeError) -> None:
+        """No writer thread could start (the process is at its thread
+        limit): the rest of a frame the kernel did not take is lost, so the
+        connection cannot go on. It is marked closed (1006) and cut; the
+        reader reports the error as it ends. Called with ``sender.mutex``
+        held: it takes no lock a sender's caller may hold, runs no callback.
+        """
+        self.options.log(
+            LOG_LEVEL_ERROR, "%s: cannot start a writer thread (%s); cutting TCP", self.name, exc
+        )
+        error = ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, f"no writer thread: {exc}")
+        error.__cause__ = exc
+        self._write_error = error
+        self._set_close_code(CloseCode.ABNORMAL_CLOSURE, "")
+        self.abort()
 
     def _write_broke(self, error: SocketsError, cause: BaseException) -> None:
         # The connection is marked closed (1006) and the error reported

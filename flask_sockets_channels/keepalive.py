@@ -47,7 +47,13 @@ class Scheduler:
 
     def schedule(self, connection: Timed, due: float) -> None:
         """Call ``connection.tick`` at monotonic time ``due``, or earlier if
-        it is already scheduled earlier."""
+        it is already scheduled earlier.
+
+        Raises:
+            RuntimeError: The timer thread was needed and could not start
+                (the process is at its thread limit); ``connection`` is not
+                scheduled, and the next call tries again.
+        """
         with self._wakeup:
             key = id(connection)
             current = self._due.get(key)
@@ -58,10 +64,15 @@ class Scheduler:
             if len(self._heap) > 2 * len(self._due) + 64:
                 self._compact()
             if self._thread is None:
-                self._thread = threading.Thread(
+                thread = threading.Thread(
                     target=self._run, name="flask-sockets-channels timers", daemon=True
                 )
-                self._thread.start()
+                try:
+                    thread.start()
+                except RuntimeError:
+                    del self._due[key]  # no reference kept; the heap entry goes stale
+                    raise
+                self._thread = thread
             elif self._heap[0][2] == key:
                 self._wakeup.notify()
 

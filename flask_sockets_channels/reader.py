@@ -95,6 +95,7 @@ class Reading:
         _protocol_lock: threading.Lock
         _ended: bool
         _close_request: tuple[int, str] | None
+        _write_error: SocketsError | None
 
         def _teardown(self) -> None: ...
         def _set_close_code(self, code: int, reason: str) -> None: ...
@@ -285,11 +286,14 @@ class Reading:
             self._paused = False
 
     def _lost(self, cause: OSError | None) -> None:
-        """The socket hit EOF or an error."""
-        if self._close_request is not None or self._protocol.state is not State.OPEN:
-            return
-        error = ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "connection lost")
-        error.__cause__ = cause
+        """The socket hit EOF or an error: reported, unless the connection
+        was closing anyway; a failure of the write path always is."""
+        error = self._write_error
+        if error is None:
+            if self._close_request is not None or self._protocol.state is not State.OPEN:
+                return
+            error = ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "connection lost")
+            error.__cause__ = cause
         self._report_failure(error)
 
 

@@ -85,6 +85,10 @@ class Wire(Protocol):
     def write_failed(self, exc: OSError) -> None:
         """A write in a caller's thread failed: report it and cut TCP."""
 
+    def writer_unavailable(self, exc: RuntimeError) -> None:
+        """No writer thread could start: what was queued is lost; cut TCP.
+        Called with the sender's mutex held."""
+
     def shutdown_write(self) -> None:
         """Half-close TCP (the engine's EOF)."""
 
@@ -368,8 +372,17 @@ class Sender(Channel[Any]):
         if self._thread is not None:
             return  # it re-checks the backlog under the lock before it ends
         self._retired = [thread for thread in self._retired if thread.is_alive()]
-        self._thread = threading.Thread(target=self._write_loop, name=f"{self._wire.name} writer")
-        self._thread.start()
+        thread = threading.Thread(target=self._write_loop, name=f"{self._wire.name} writer")
+        try:
+            thread.start()
+        except RuntimeError as exc:  # the process is at its thread limit
+            self._dead = True
+            self._drop_queued()
+            self._head = None
+            self._busy = False
+            self._wire.writer_unavailable(exc)
+            return
+        self._thread = thread
 
     def _write_loop(self) -> None:
         # Owns: the socket's writes while a backlog exists. Ends when the

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Flask, abort, jsonify, request
+from flask import Blueprint, Flask, abort, g, jsonify, request
 
 import flask_sockets_channels as sockets
 from flask_sockets_channels import Connection
@@ -110,6 +110,31 @@ def _report(
             **extra,
         },
     )
+
+
+class ThreadsCanStartAgain(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The logger of the views that stop threads from starting. The library
+    logs its error-level line before it cuts TCP: from that line on, threads
+    can start again, so the client's next request is served (werkzeug and
+    gunicorn's pool start threads for it; a pool that cannot kills the
+    worker)."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if level >= logging.ERROR and "stack_size" in g:
+            threading.stack_size(g.pop("stack_size"))
+        super().log(level, msg, *args, **kwargs)
+
+
+def no_thread_can_start() -> None:
+    """From now until :class:`ThreadsCanStartAgain` logs an error or the
+    request ends, no thread can start (a stack larger than the machine's
+    memory)."""
+    g.stack_size = threading.stack_size(1 << 42)
+
+
+def threads_can_start() -> None:
+    if "stack_size" in g:
+        threading.stack_size(g.pop("stack_size"))
 
 
 def create_app(extension: bool = True) -> Flask:
@@ -530,6 +555,59 @@ def create_app(extension: bool = True) -> Flask:
         except sockets.Closed:
             pass
         _report(connection, errors, _entry_id())
+
+    @app.before_request
+    def no_thread_for_the_handshake() -> None:
+        if request.path == "/hostile/no-thread":
+            no_thread_can_start()
+
+    @app.teardown_request
+    def threads_start_after_the_request(exc: BaseException | None) -> None:
+        threads_can_start()
+
+    @app.route("/hostile/no-thread", websocket=websocket)
+    @sockets.messages(logger=ThreadsCanStartAgain(logging.getLogger("flask_sockets_channels")))
+    def hostile_no_thread(sender):  # type: ignore[no-untyped-def]
+        sender.put("the view ran")  # it must not: its connection could not start
+
+    @app.route("/hostile/no-writer-thread", websocket=websocket)
+    @sockets.byte_messages(logger=ThreadsCanStartAgain(logging.getLogger("flask_sockets_channels")))
+    def hostile_no_writer_thread(sender, errors, connection):  # type: ignore[no-untyped-def]
+        """Put more than the kernel takes at once while no thread can start,
+        as in a process at its thread limit."""
+        key = _entry_id()
+        no_thread_can_start()
+        try:
+            probe = threading.Thread(target=lambda: None)
+            try:
+                probe.start()
+            except RuntimeError:
+                sender.put(b"w" * (32 << 20))
+            else:  # this machine overcommits memory: no failure to provoke
+                probe.join()
+                journal.record(key, {"provoked": False})
+                return
+        finally:
+            threads_can_start()
+        try:
+            sender.put(b"after")
+            put_after = "sent"
+        except sockets.Closed:
+            put_after = "Closed"
+        texts = []
+        done = connection.done.wait(30)
+        for error in errors:
+            texts.append(f"{type(error).__name__}: {error}")
+        journal.record(
+            key,
+            {
+                "provoked": True,
+                "done": done,
+                "errors": texts,
+                "close_code": connection.close_code,
+                "put_after": put_after,
+            },
+        )
 
     blueprint = Blueprint("bp", __name__, url_prefix="/bp")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.client import connect
-from tests.conftest import PROCESS_SERVERS, Server, wait_time
+from tests.conftest import PROCESS_SERVERS, Server, require, wait_time
 from tests.wire import BINARY, CLOSE, CONTINUATION, PING, TEXT, RawClient, close_frame, frame
 
 T = wait_time(5)
@@ -227,6 +227,73 @@ def test_write_timeout_is_1006_with_write_timeout_and_no_error_log(fresh: Server
     assert result["put_raised"] == "Closed"
     assert error_lines(fresh) == []
     assert "view raised" not in fresh.log()
+
+
+def test_a_writer_thread_that_cannot_start_cuts_the_connection_and_wedges_nothing(
+    fresh: Server,
+) -> None:
+    """A process at its thread limit: what the kernel did not take of a frame
+    cannot be written, so the connection is cut (1006), the error goes to
+    ``errors`` with one ERROR line, the view's next put raises ``Closed``,
+    and the server serves the next client."""
+    entry = key()
+    client = RawClient(fresh.port, timeout=wait_time(15))
+    client.open(f"/hostile/no-writer-thread?id={entry}")
+    try:
+        # Nothing is sent until TCP ends: until then no thread can start in
+        # the server, not even one to answer a request.
+        received = client.read_rest()  # part of the frame, then TCP's end
+        result = fresh.journal(entry, timeout=15)
+        require(result["provoked"], "thread stacks larger than memory start here (overcommit)")
+    finally:
+        client.sock.close()
+    assert received[:2] == b"\x82\x7f"  # the start of the 32 MiB binary frame
+    assert len(received) < (32 << 20)
+    assert result["done"] is True
+    assert result["close_code"] == 1006
+    assert result["errors"] == [
+        "ConnectionClosedError: connection closed: 1006 no writer thread: can't start new thread"
+    ]
+    assert result["put_after"] == "Closed"
+    lines = error_lines(fresh)
+    assert len(lines) == 1 and "cannot start a writer thread" in lines[0], lines
+    with connect(f"{fresh.ws}/echo", open_timeout=T) as ws:
+        ws.send("next")
+        assert ws.recv(timeout=T) == "next"
+
+
+def test_a_connection_whose_threads_cannot_start_is_cut_after_its_101_and_kept_by_nothing(
+    fresh: Server,
+) -> None:
+    """No thread can start during the handshake: first the timer thread
+    (nothing else is open), then the reader (a connection keeps the timer
+    running). Each time the client gets the 101 and then TCP's end, the view
+    never runs, an ERROR line says why, nothing keeps the connection, and the
+    next client is served."""
+    baseline = memory(fresh)["connections"]
+    for open_before in (False, True):
+        with contextlib.ExitStack() as stack:
+            if open_before:
+                stays = stack.enter_context(connect(f"{fresh.ws}/wait-done", open_timeout=T))
+                assert stays.recv(timeout=T) == "ready"
+            with RawClient(fresh.port, timeout=T) as client:
+                client.open("/hostile/no-thread")
+                received = client.read_rest()
+            with connect(f"{fresh.ws}/echo", open_timeout=T) as ws:
+                ws.send("next")
+                assert ws.recv(timeout=T) == "next"
+        require(
+            b"the view ran" not in received,
+            "thread stacks larger than memory start here (overcommit)",
+        )
+        assert received == b""
+    lines = error_lines(fresh)
+    starts = [line for line in lines if "could not start: can't start new thread" in line]
+    assert len(starts) == 2, lines
+    deadline = time.monotonic() + T
+    while (alive := memory(fresh)["connections"]) > baseline and time.monotonic() < deadline:
+        time.sleep(0.05)  # views end just after their clients saw the close
+    assert alive == baseline
 
 
 def test_put_nowait_and_put_timeout_never_wait_on_the_socket(server: Server) -> None:
