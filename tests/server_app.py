@@ -442,11 +442,15 @@ def create_app(extension: bool = True) -> Flask:
         hub = app.extensions["sockets_channels"].hub
         text, count = request.args.get("text", "m"), int(request.args.get("count", 1))
         text *= int(request.args.get("repeat", 1))
+        if "no-threads" in request.args:  # as in a process at its thread limit
+            no_thread_can_start()
         try:
             for index in range(count):
                 hub.publish(room, f"{text}-{index}" if count > 1 else text)
         except sockets.HubUnavailable as exc:
             return str(exc) + "\n", 503
+        finally:
+            threads_can_start()
         return jsonify(len(hub.members(room)))
 
     @app.route("/page")

@@ -262,6 +262,34 @@ def test_a_writer_thread_that_cannot_start_cuts_the_connection_and_wedges_nothin
         assert ws.recv(timeout=T) == "next"
 
 
+def test_a_member_whose_writer_thread_cannot_start_is_cut_and_the_hub_delivers_on(
+    fresh: Server,
+) -> None:
+    """The hub's publisher writes to a member whose socket takes only part
+    of a frame while no thread can start: that member is cut, ``publish``
+    returns normally, and the room's next member gets the next message."""
+    room = key()
+    with RawClient(fresh.port, timeout=wait_time(15)) as stuck:
+        stuck.open(f"/room/{room}")
+        assert stuck.read_frame().text == f"joined {room}"
+        status, body = fresh.get(f"/_publish/{room}?text={'w' * 1024}&repeat=8192&no-threads=1")
+        assert status == 200, body
+        whole = (8 << 20) + 10  # the frame and its header
+        received, stuck.buffer = stuck.buffer, b""
+        while len(received) < whole:
+            chunk = stuck.sock.recv(1 << 20)
+            if not chunk:
+                break  # TCP's end: part of the frame came
+            received += chunk
+    require(len(received) < whole, "thread stacks larger than memory start here (overcommit)")
+    with connect(f"{fresh.ws}/room/{room}", open_timeout=T) as member:
+        assert member.recv(timeout=T) == f"joined {room}"
+        assert fresh.get(f"/_publish/{room}?text=after")[0] == 200
+        assert member.recv(timeout=T) == "after"
+    lines = error_lines(fresh)
+    assert len(lines) == 1 and "cannot start a writer thread" in lines[0], lines
+
+
 def test_a_connection_whose_threads_cannot_start_is_cut_after_its_101_and_kept_by_nothing(
     fresh: Server,
 ) -> None:
