@@ -12,7 +12,9 @@ Threads (named after the connection):
   close frames) to the write path. It owns the end of the connection: its
   ``finally`` runs :meth:`Connection._teardown`.
 * ``writer`` exists only while a backlog does (:mod:`.writer`): most frames
-  are written by the thread that has them, without waiting.
+  are written by the thread that has them, without waiting; the socket side
+  of that path (serialising, sending, failed writes) is :mod:`.wire`'s
+  ``Writing``, a base of ``Connection`` as ``Reading`` is.
 * The process-wide timer thread (:mod:`.keepalive`) sends pings, declares
   silent peers dead and cuts closing handshakes that take too long.
 
@@ -32,23 +34,17 @@ import threading
 import time
 from typing import Any, Callable
 
-from . import engine
 from .assembler import Raw
 from .channels import Channel, Closed
 from .controls import Disconnect, Done, check_close
 from .engine import Outgoing, Protocol, State
-from .exceptions import (
-    CloseCode,
-    ConnectionClosedError,
-    KeepaliveTimeout,
-    SocketsError,
-    WriteTimeout,
-)
+from .exceptions import CloseCode, KeepaliveTimeout, SocketsError
 from .keepalive import scheduler
 from .options import LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options
 from .options import seconds as to_seconds
-from .reader import Reading, Receiver
-from .writer import Sender, send_all, send_nowait
+from .reader import Receiver
+from .wire import CloseFrame, Writing
+from .writer import Sender
 
 __all__ = ["Codec", "Connection"]
 
@@ -73,14 +69,7 @@ class Codec:
         raise NotImplementedError
 
 
-class _CloseFrame:
-    """``sender``'s last item after a normal close: the close frame."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        self.code, self.reason = code, reason
-
-
-class Connection(Reading):
+class Connection(Writing):
     """A WebSocket connection handed to a view.
 
     Attributes:
@@ -113,7 +102,6 @@ class Connection(Reading):
         "_ended",
         "_errors",
         "_failed",
-        "_flush_due",
         "_next_ping",
         "_on_done",
         "_on_error",
@@ -122,14 +110,9 @@ class Connection(Reading):
         "_protocol",
         "_protocol_lock",
         "_reader",
-        "_send_slice",
         "_sock",
         "_state",
-        "_write_error",
-        "_write_wait",
-        "bytes_out",
         "done",
-        "messages_out",
         "name",
         "options",
         "path",
@@ -150,19 +133,15 @@ class Connection(Reading):
         path: str = "/",
         subprotocol: str | None = None,
     ) -> None:
-        super().__init__(options.rate_limit)
+        super().__init__(options)
         self.options = options
-        self._write_wait = to_seconds(options.write_wait)
         self._ping_period = to_seconds(options.ping_period)
         self._pong_wait = to_seconds(options.pong_wait)
         self._close_timeout = to_seconds(options.close_timeout)
-        # How often a blocked writer looks at its progress (a sign of life).
-        self._send_slice = min(1.0, self._pong_wait / 4) if self._pong_wait else 1.0
         self.remote_addr = remote_addr
         self.path = path
         self.subprotocol = subprotocol
         self.name = f"ws-{next(_numbers)} {remote_addr or '?'} {path}"
-        self.messages_out = self.bytes_out = 0
         self._sock = sock
         self._codec = codec
         self._protocol = protocol
@@ -180,13 +159,11 @@ class Connection(Reading):
         self._close_code: int | None = None
         self._close_reason = ""
         self._failed = False  # a connection-ending error was reported
-        self._write_error: SocketsError | None = None  # for the reader to report
         self._ended = False  # teardown has begun
         self._close_deadline: float | None = None
         self._on_done: list[Callable[[Connection], None]] = []
         self._on_error: list[Callable[[SocketsError], None]] = []
         self._next_ping = float("inf")
-        self._flush_due: float | None = None  # frames are held back on sender until then
         self._reader = threading.Thread(target=self._read_loop, name=f"{self.name} reader")
         self.done: threading.Event = Done(self._reader)
 
@@ -248,7 +225,7 @@ class Connection(Reading):
         check_close(code, reason)
         if self._request_close(code, reason):
             self.receiver.close()
-            self.sender.close_after_queued(_CloseFrame(code, reason))
+            self.sender.close_after_queued(CloseFrame(code, reason))
 
     def fail(self, error: SocketsError | None, code: int, reason: str = "") -> None:
         """Close with an error ``code``, dropping what is queued on ``sender``.
@@ -399,125 +376,6 @@ class Connection(Reading):
             except RuntimeError as exc:  # nothing would bound the close: cut TCP
                 self.options.log(LOG_LEVEL_ERROR, "%s: no timer thread (%s)", self.name, exc)
                 self.abort()
-
-    # -- the write path's wire (see writer.Wire) ------------------------------
-
-    def serialize(self, item: Any) -> bytes | None:
-        """The frame bytes for ``item``; ``None`` once closing. The caller
-        holds ``sender.mutex``, which orders every frame we send.
-
-        A data frame is built without ``_protocol_lock``: the reader may hold
-        it for a whole read's parsing, and the view would wait for it on
-        every message. The state is read once: a close frame the reader is
-        producing meanwhile still reaches the socket after this frame, since
-        it goes through ``sender.mutex`` too.
-        """
-        if isinstance(item, _CloseFrame):
-            with self._protocol_lock:
-                if self._protocol.state is not State.OPEN:
-                    return None
-                self._set_close_code(item.code, item.reason)
-                self._protocol.send_close(item.code, item.reason)
-                self._closing_started()
-                data = self._protocol.data_to_send()
-            return data[0] if len(data) == 1 else b"".join(data)
-        if self._protocol.state is not State.OPEN:
-            return None
-        self.messages_out += 1
-        self.bytes_out += len(item.data)
-        return engine.data_frame(item, self._protocol)
-
-    def more_to_read(self) -> bool:
-        """Whether messages wait on ``receiver`` (see ``writer.HOLD_FRAMES``)."""
-        return bool(self.receiver.queue)
-
-    def flush_by(self, due: float) -> None:
-        """Have the timer write what ``sender`` holds back by ``due``.
-
-        Race-free with :meth:`tick`: it clears ``_flush_due`` before it
-        flushes, so a frame held before this call sees either that flush or
-        a new schedule.
-        """
-        current = self._flush_due
-        if current is None or due < current:
-            self._flush_due = due
-            if not self._ended:
-                try:
-                    scheduler.schedule(self, due)
-                except RuntimeError:  # no timer thread: write them now
-                    self._flush_due = None
-                    self.sender.flush()
-
-    def _flush(self) -> None:
-        # receiver's get is about to wait: the view answered what it read.
-        if self._flush_due is not None:
-            self.sender.flush()
-
-    def send_nowait(self, data: bytes | memoryview) -> int:
-        """Send what the kernel takes at once. Raises ``OSError``."""
-        return send_nowait(self._sock, data)
-
-    def send_within(self, data: bytes | memoryview, started: float) -> bool:
-        """Send all of ``data`` by ``started + write_wait``; on a timeout or
-        a socket error, report it, cut TCP and return False."""
-        deadline = None if self._write_wait is None else started + self._write_wait
-        try:
-            send_all(self._sock, data, deadline, self._send_slice, self._drained)
-        except socket.timeout as exc:
-            self._write_broke(WriteTimeout(f"write blocked for {self._write_wait} s"), exc)
-            return False
-        except OSError as exc:
-            self.write_failed(exc)
-            return False
-        return True
-
-    def _drained(self) -> None:
-        # A writer thread runs only while the kernel's buffer is full: its
-        # progress means the peer is reading. Alive.
-        self._last_alive = time.monotonic()
-
-    def write_failed(self, exc: OSError) -> None:
-        """A write failed: the peer reset the connection or is gone.
-
-        The verdict is the reader's: what the peer sent before it left (often
-        a close frame: a browser tab closing) is still readable, then EOF or
-        the reset, which the reader reports as 1006. Until then the
-        connection reads as closed, so a ``put`` raising ``Closed`` is a
-        normal end for the view.
-        """
-        self.options.log(LOG_LEVEL_DEBUG, "%s: write failed: %s", self.name, exc)
-        self.sender.close(discard=True)
-        self.receiver.close()  # a reader paused on a full receiver reads on
-
-    def writer_unavailable(self, exc: RuntimeError) -> None:
-        """No writer thread could start (the process is at its thread
-        limit): the rest of a frame the kernel did not take is lost, so the
-        connection cannot go on. It is marked closed (1006) and cut; the
-        reader reports the error as it ends. Called with ``sender.mutex``
-        held: it takes no lock a sender's caller may hold, runs no callback.
-        """
-        self.options.log(
-            LOG_LEVEL_ERROR, "%s: cannot start a writer thread (%s); cutting TCP", self.name, exc
-        )
-        error = ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, f"no writer thread: {exc}")
-        error.__cause__ = exc
-        self._write_error = error
-        self._set_close_code(CloseCode.ABNORMAL_CLOSURE, "")
-        self.abort()
-
-    def _write_broke(self, error: SocketsError, cause: BaseException) -> None:
-        # The connection is marked closed (1006) and the error reported
-        # before anything can raise Closed in the view.
-        self._set_close_code(CloseCode.ABNORMAL_CLOSURE, "")
-        if not self._ended and self._close_request is None:
-            error.__cause__ = cause
-            self._report_failure(error)
-        self.sender.close(discard=True)
-        self.abort()
-
-    def shutdown_write(self) -> None:
-        """Half-close TCP: the engine's EOF after a close frame."""
-        self._shutdown(socket.SHUT_WR)
 
     # -- closing bookkeeping ----------------------------------------------------
 
