@@ -208,7 +208,9 @@ class Hub:
         """Add ``sender`` to ``room`` now; use the result as a context
         manager (``with hub.join(room, sender): ...``) to leave on exit,
         also when the view raises. A member whose connection has ended is
-        removed without it.
+        removed without it. What is published once this returns reaches
+        the member (a process's first join asks Redis where the stream
+        ends: one round trip).
 
         Args:
             presence: Any JSON value that describes the member (a name, a
@@ -297,10 +299,11 @@ class Hub:
         return [value for value in local if value is not None] + self._transport.presence(room)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """Wait until messages from other processes can arrive: the Redis
-        reader (started by the first :meth:`join`) has read the stream.
-        Messages published elsewhere before that are not seen here. Returns
-        at once, True, for an in-process hub.
+        """Wait until the Redis reader (started by the first :meth:`join`)
+        has read the stream on a working connection: messages published
+        since the first join are being delivered here. False after
+        ``timeout`` (Redis unreachable). Returns at once, True, for an
+        in-process hub.
         """
         return self._transport.wait_ready(timeout)
 

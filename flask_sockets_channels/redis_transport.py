@@ -290,12 +290,24 @@ class RedisTransport:
     # -- the reader ----------------------------------------------------------
 
     def start(self, sink: Sink) -> None:
-        """Start the reader thread, unless it runs (idempotent)."""
+        """Start the reader thread, unless it runs (idempotent).
+
+        The reader starts from the end the stream has now, asked of Redis
+        before this returns (one round trip, at most COMMAND_TIMEOUT, on a
+        process's first join): a message published once the first join has
+        returned is delivered here, even if the reader connects later. If
+        Redis cannot answer, the reader starts where the stream ends when
+        it connects.
+        """
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return
+        position = self._stream_end()
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return  # another join started it meanwhile
             self._stop = threading.Event()
-            self._position = None
+            self._position = position
             self._thread = threading.Thread(
                 target=self._read_loop,
                 args=(sink, self._stop),
@@ -376,6 +388,18 @@ class RedisTransport:
                 if client is not None:
                     _dispose(client)
         self._ready.clear()
+
+    def _stream_end(self) -> tuple[int, int] | None:
+        """The id of the stream's last message now ((0, 0): no stream yet,
+        read it from its start); ``None`` if Redis does not answer."""
+        try:
+            stream = cast("dict[Any, Any]", self._client.xinfo_stream(STREAM))
+        except redis.exceptions.ResponseError:  # no stream: nothing published yet
+            return (0, 0)
+        except (*_ERRORS, *_REFUSED):
+            return None
+        info = {_text(k): v for k, v in stream.items()}
+        return _parse_id(info["last-generated-id"])
 
     def _resume(self, client: redis.Redis) -> None:
         """Find where to read from: where this reader left off, unless

@@ -737,6 +737,57 @@ class Collector:
         return [int(m[2:]) for m in self.messages if m.startswith("n-")]
 
 
+def test_what_is_published_once_a_process_first_join_returned_reaches_its_members(
+    redis: RedisServer,
+) -> None:
+    """A process's first join starts its reader, which connects a moment
+    later: a message published once ``join`` has returned, by this process
+    or another, still reaches the new member. Twenty fresh hubs."""
+    name = new_room()
+    with hub_at(redis.url) as elsewhere:
+        for attempt in range(20):
+            inbox = sender_channel()
+            with hub_at(redis.url) as hub, hub.join(name, inbox):
+                hub.publish(name, f"own-{attempt}")
+                elsewhere.publish(name, f"other-{attempt}")
+                assert [receive(inbox), receive(inbox)] == [f"own-{attempt}", f"other-{attempt}"]
+
+
+def test_the_first_member_of_a_new_hub_joining_with_replay_misses_nothing(
+    redis: RedisServer,
+) -> None:
+    """A process's first join starts its reader, which picks where in the
+    stream to read from. The replay must meet the live messages however
+    late the reader starts: what is published between the history read and
+    the reader's first read is neither lost nor sent twice. A publisher
+    publishes without pause while fresh hubs join, twenty times."""
+    name, stop = new_room(), threading.Event()
+    published = [0]
+
+    def publish() -> None:
+        with hub_at(redis.url, history=5000) as publisher:
+            while not stop.is_set():
+                publisher.publish(name, f"n-{published[0]}")
+                published[0] += 1
+
+    thread = threading.Thread(target=publish, name="test publisher")
+    thread.start()
+    try:
+        for _ in range(20):
+            inbox = sender_channel()
+            with hub_at(redis.url, history=5000) as hub, hub.join(name, inbox, replay=True):
+                until = published[0] + 200  # well past the reader's start
+                numbers: list[int] = []
+                while not numbers or numbers[-1] < until:
+                    numbers.append(int(receive(inbox)[2:]))
+            assert numbers == list(range(numbers[0], numbers[-1] + 1)), [
+                (a, b) for a, b in zip(numbers, numbers[1:]) if b != a + 1
+            ]
+    finally:
+        stop.set()
+        thread.join(T)
+
+
 def test_members_joining_with_replay_while_another_process_publishes_miss_nothing(
     redis: RedisServer, tmp_path: Path
 ) -> None:
