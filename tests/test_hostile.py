@@ -59,6 +59,13 @@ def error_lines(server: Server) -> list[str]:
     ]
 
 
+def assert_serves(server: Server) -> None:
+    """The next client is served: an echo."""
+    with connect(f"{server.ws}/echo", open_timeout=T) as ws:
+        ws.send("next")
+        assert ws.recv(timeout=T) == "next"
+
+
 def deflate_client(server: Server, path: str) -> RawClient:
     client = RawClient(server.port, timeout=30)
     status, headers, body = client.handshake(
@@ -257,9 +264,7 @@ def test_a_writer_thread_that_cannot_start_cuts_the_connection_and_wedges_nothin
     assert result["put_after"] == "Closed"
     lines = error_lines(fresh)
     assert len(lines) == 1 and "cannot start a writer thread" in lines[0], lines
-    with connect(f"{fresh.ws}/echo", open_timeout=T) as ws:
-        ws.send("next")
-        assert ws.recv(timeout=T) == "next"
+    assert_serves(fresh)
 
 
 def test_a_member_whose_writer_thread_cannot_start_is_cut_and_the_hub_delivers_on(
@@ -307,9 +312,7 @@ def test_a_connection_whose_threads_cannot_start_is_cut_after_its_101_and_kept_b
             with RawClient(fresh.port, timeout=T) as client:
                 client.open("/hostile/no-thread")
                 received = client.read_rest()
-            with connect(f"{fresh.ws}/echo", open_timeout=T) as ws:
-                ws.send("next")
-                assert ws.recv(timeout=T) == "next"
+            assert_serves(fresh)
         require(
             b"the view ran" not in received,
             "thread stacks larger than memory start here (overcommit)",
