@@ -376,10 +376,7 @@ class Sender(Channel[Any]):
         try:
             thread.start()
         except RuntimeError as exc:  # the process is at its thread limit
-            self._dead = True
-            self._drop_queued()
-            self._head = None
-            self._busy = False
+            self._stop_writing()
             self._wire.writer_unavailable(exc)
             return
         self._thread = thread
@@ -418,10 +415,14 @@ class Sender(Channel[Any]):
     def _give_up(self) -> None:
         """A write failed: nothing more is written."""
         with self.mutex:
-            self._dead = True
-            self._drop_queued()
-            self._head = None
-            self._busy = False
+            self._stop_writing()
+
+    def _stop_writing(self) -> None:
+        """Locked: drop what waits and write nothing more."""
+        self._dead = True
+        self._drop_queued()
+        self._head = None
+        self._busy = False
 
 
 # -- socket writes -------------------------------------------------------------------
