@@ -125,6 +125,9 @@ class ThreadsCanStartAgain(logging.LoggerAdapter):  # type: ignore[type-arg]
         super().log(level, msg, *args, **kwargs)
 
 
+threads_restoring_logger = ThreadsCanStartAgain(logging.getLogger("flask_sockets_channels"), {})
+
+
 def no_thread_can_start() -> None:
     """From now until :class:`ThreadsCanStartAgain` logs an error or the
     request ends, no thread can start (a stack larger than the machine's
@@ -570,12 +573,12 @@ def create_app(extension: bool = True) -> Flask:
         threads_can_start()
 
     @app.route("/hostile/no-thread", websocket=websocket)
-    @sockets.messages(logger=ThreadsCanStartAgain(logging.getLogger("flask_sockets_channels")))
+    @sockets.messages(logger=threads_restoring_logger)
     def hostile_no_thread(sender):  # type: ignore[no-untyped-def]
         sender.put("the view ran")  # it must not: its connection could not start
 
     @app.route("/hostile/no-writer-thread", websocket=websocket)
-    @sockets.byte_messages(logger=ThreadsCanStartAgain(logging.getLogger("flask_sockets_channels")))
+    @sockets.byte_messages(logger=threads_restoring_logger)
     def hostile_no_writer_thread(sender, errors, connection):  # type: ignore[no-untyped-def]
         """Put more than the kernel takes at once while no thread can start,
         as in a process at its thread limit."""
