@@ -630,21 +630,6 @@ def test_without_a_limit_sockets_take_every_thread_and_http_starves_gunicorn(
 # -- the rate limit -------------------------------------------------------------
 
 
-def _reader_enforces_rate_limit() -> bool:
-    """Whether the connection code reads ``Options.rate_limit``: the reader
-    that enforces it comes with the connection's rewrite onto websockets'
-    protocol layer; until then this test is expected to fail."""
-    package = Path(sockets.__file__).parent
-    modules = ("connection.py", "channels.py", "keepalive.py", "engine.py")
-    return any("rate_limit" in (package / name).read_text() for name in modules)
-
-
-@pytest.mark.xfail(
-    not _reader_enforces_rate_limit(),
-    reason="DEPENDS ON THE READER CHANGE: Options.rate_limit is enforced by the "
-    "connection's reader, which this connection does not do yet",
-    strict=True,
-)
 def test_rate_limit_slows_a_flood_and_drops_nothing(tmp_path: Path) -> None:
     count = 2000  # at (200 messages, 1 s): 200 at once, then 9 s for the rest
     with serve_app(create_app(), tmp_path / "log") as server, _connect(server, "/rate") as ws:

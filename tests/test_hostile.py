@@ -157,11 +157,13 @@ def test_finished_connections_are_garbage(fresh: Server) -> None:
 
 def test_memory_returns_to_baseline_after_1000_connections(fresh: Server) -> None:
     """No Python object outlives its connection (the object count comes back
-    exactly), and RSS stays within 10 % (the allocator keeps some arenas of
-    the threads that served, which is not a leak: it stops growing). The
-    warm-up is 2,000 connections: on Python 3.9 under gunicorn RSS still
-    grows by about 10 % over the second thousand, then by under 1 % a
-    thousand."""
+    exactly), and RSS stops growing: within four rounds of 1,000 connections
+    after a warm-up, one grows it by under 2 % (about 0.7 MB; a leak of
+    700 bytes a connection would grow every round by more). The allocator
+    keeps arenas of the threads that served, so RSS settles late, not at a
+    fixed count: on Python 3.9 under gunicorn it grew by about 10 % over the
+    second thousand in one run, over the third in another, then by under 1 %
+    a thousand."""
 
     def churn(count: int) -> None:
         for _ in range(count // 50):
@@ -181,13 +183,19 @@ def test_memory_returns_to_baseline_after_1000_connections(fresh: Server) -> Non
             time.sleep(0.05)  # views end just after their clients saw the close
         return figures
 
-    churn(2000)  # warm-up: the server's thread pool, caches and allocator arenas
-    before = settled()
-    churn(1000)
-    after = settled()
+    churn(1000)  # warm-up: the server's thread pool, caches and allocator arenas
+    before = after = settled()
+    growths: list[int] = []
+    for _ in range(4):
+        start = after["VmRSS"]
+        churn(1000)
+        after = settled()
+        growths.append(after["VmRSS"] - start)
+        if growths[-1] < start * 0.02:
+            break
     assert after["connections"] == 0
     assert after["objects"] <= before["objects"] + 100, (before, after)
-    assert abs(after["VmRSS"] - before["VmRSS"]) <= before["VmRSS"] * 0.10, (before, after)
+    assert growths[-1] < after["VmRSS"] * 0.02, f"RSS grew by {growths} KiB a round"
 
 
 # -- errors are contained ----------------------------------------------------------

@@ -130,13 +130,6 @@ def test_stats_count_connections_close_codes_and_refusals(tmp_path: Path) -> Non
     }
 
 
-@pytest.mark.xfail(
-    not hasattr(Connection, "on_error"),
-    reason="the connection before its rewrite: after a TCP reset, a view that returns "
-    "as its receiver ends can make close_code 1000 instead of 1006 (its close() races "
-    "the reader's teardown)",
-    strict=False,
-)
 def test_a_tcp_reset_is_counted_as_1006(tmp_path: Path) -> None:
     app = create_app()
     ext = extension(app)
@@ -147,11 +140,6 @@ def test_a_tcp_reset_is_counted_as_1006(tmp_path: Path) -> None:
 
 
 def test_stats_count_errors_by_type(tmp_path: Path) -> None:
-    if not hasattr(Connection, "on_error"):
-        pytest.xfail(
-            "DEPENDS ON THE CONNECTION REWRITE: Connection.on_error(callback), the hook "
-            "that counts each error put on `errors`"
-        )
     app = create_app()
     ext = extension(app)
     with serve_app(app, tmp_path / "log") as server:
@@ -165,12 +153,7 @@ def test_stats_count_messages_and_payload_bytes_both_ways(tmp_path: Path) -> Non
     app = create_app()
     ext = extension(app)
     with serve_app(app, tmp_path / "log") as server:
-        with opened(server, ext, "/echo") as (ws, connection):
-            if not hasattr(connection, "messages_in"):
-                pytest.xfail(
-                    "DEPENDS ON THE CONNECTION REWRITE: the counters messages_in, "
-                    "messages_out, bytes_in, bytes_out of Connection"
-                )
+        with opened(server, ext, "/echo") as (ws, _):
             for message in ("hello", "wörld"):  # 5 and 6 bytes of UTF-8
                 ws.send(message)
                 assert ws.recv(timeout=T) == message
