@@ -393,22 +393,15 @@ class RedisTransport:
         """The id of the stream's last message now ((0, 0): no stream yet,
         read it from its start); ``None`` if Redis does not answer."""
         try:
-            stream = cast("dict[Any, Any]", self._client.xinfo_stream(STREAM))
-        except redis.exceptions.ResponseError:  # no stream: nothing published yet
-            return (0, 0)
+            info = _stream_info(self._client)
         except (*_ERRORS, *_REFUSED):
             return None
-        info = {_text(k): v for k, v in stream.items()}
-        return _parse_id(info["last-generated-id"])
+        return _parse_id(info["last-generated-id"]) if info else (0, 0)
 
     def _resume(self, client: redis.Redis) -> None:
         """Find where to read from: where this reader left off, unless
         Redis lost the stream meanwhile."""
-        try:
-            stream = cast("dict[Any, Any]", client.xinfo_stream(STREAM))
-            info = {_text(k): v for k, v in stream.items()}
-        except redis.exceptions.ResponseError:  # no stream: nothing published yet
-            info = {}
+        info = _stream_info(client)
         last = _parse_id(info["last-generated-id"]) if info else (0, 0)
         if self._position is None:
             self._position = last
@@ -573,6 +566,16 @@ def _frame(data: bytes) -> Outgoing:
     if kind == _BINARY:
         return Outgoing(False, payload)
     raise ValueError(f"unknown kind {kind!r}")
+
+
+def _stream_info(client: redis.Redis) -> dict[str, Any]:
+    """``XINFO STREAM`` of the hub's stream; empty when there is none yet
+    (nothing published)."""
+    try:
+        stream = cast("dict[Any, Any]", client.xinfo_stream(STREAM))
+    except redis.exceptions.ResponseError:  # no such key
+        return {}
+    return {_text(k): v for k, v in stream.items()}
 
 
 def _entries(reply: Any) -> Iterable[tuple[Any, dict[bytes, bytes]]]:

@@ -112,6 +112,12 @@ def _report(
     )
 
 
+#: A thread stack larger than the machine's memory: ``pthread_create``
+#: refuses it, as in a process at its thread limit (where the kernel maps
+#: any size, ``vm.overcommit_memory=1``, threads still start: tests skip).
+STACK_LARGER_THAN_MEMORY = 1 << 42
+
+
 class ThreadsCanStartAgain(logging.LoggerAdapter):  # type: ignore[type-arg]
     """The logger of the views that stop threads from starting. The library
     logs its error-level line before it cuts TCP: from that line on, threads
@@ -132,7 +138,7 @@ def no_thread_can_start() -> None:
     """From now until :class:`ThreadsCanStartAgain` logs an error or the
     request ends, no thread can start (a stack larger than the machine's
     memory)."""
-    g.stack_size = threading.stack_size(1 << 42)
+    g.stack_size = threading.stack_size(STACK_LARGER_THAN_MEMORY)
 
 
 def threads_can_start() -> None:

@@ -7,6 +7,7 @@ import time
 
 from flask_sockets_channels.keepalive import Scheduler
 from tests.conftest import require, wait_time
+from tests.server_app import STACK_LARGER_THAN_MEMORY
 
 
 class Ticking:
@@ -27,7 +28,7 @@ def test_a_timer_thread_that_cannot_start_is_started_by_the_next_schedule() -> N
     the next schedule starts the thread."""
     scheduler = Scheduler()
     refused, later = Ticking("refused"), Ticking("later")
-    previous = threading.stack_size(1 << 42)  # a stack larger than memory: no thread starts
+    previous = threading.stack_size(STACK_LARGER_THAN_MEMORY)
     try:
         scheduler.schedule(refused, time.monotonic())
     except RuntimeError:
