@@ -12,14 +12,15 @@ has taken the item (a rendezvous), rather than never blocking as a
 
 from __future__ import annotations
 
+import _thread
 import collections
 import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
-__all__ = ["Channel", "Closed"]
+__all__ = ["Channel", "Closed", "SlimCondition"]
 
 T = TypeVar("T")
 
@@ -38,6 +39,65 @@ def build_once(owner: object, name: str, make: Callable[[], Any]) -> Any:
         if built is None:
             built = owner.__dict__[name] = make()
     return built
+
+
+class _Waitable(Protocol):
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class SlimCondition:
+    """A condition variable on ``lock`` with what a channel or an event
+    uses of :class:`threading.Condition`: ``with``, ``wait``, ``notify``
+    and ``notify_all``.
+
+    ``threading.Condition`` keeps its waiters in a deque, whose first block
+    (about 760 bytes) stays allocated while empty: the receiver of every idle
+    connection, whose view waits in ``get``, would keep one. A list costs 56.
+    """
+
+    __slots__ = ("_lock", "_waiters")
+
+    def __init__(self, lock: _thread.LockType) -> None:
+        self._lock = lock
+        self._waiters: list[_thread.LockType] = []
+
+    def __enter__(self) -> bool:
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Locked: release the lock until notified or ``timeout`` passes,
+        then take it back; whether it was notified."""
+        waiter = _thread.allocate_lock()
+        waiter.acquire()
+        self._waiters.append(waiter)
+        self._lock.release()
+        notified = False
+        try:
+            if timeout is None:
+                notified = waiter.acquire()
+            elif timeout > 0:
+                notified = waiter.acquire(True, timeout)
+            else:
+                notified = waiter.acquire(False)
+            return notified
+        finally:
+            self._lock.acquire()
+            if not notified and waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def notify(self, count: int = 1) -> None:
+        """Locked: wake up to ``count`` waiters, the longest waiting first."""
+        woken = self._waiters[:count]
+        del self._waiters[:count]
+        for waiter in woken:
+            waiter.release()
+
+    def notify_all(self) -> None:
+        """Locked: wake every waiter."""
+        self.notify(len(self._waiters))
 
 
 class Closed(Exception):
@@ -86,8 +146,14 @@ class Channel(queue.Queue[T]):
             if name == "queue":
                 return build_once(self, name, collections.deque)
             if name in _CONDITIONS:
-                return build_once(self, name, lambda: threading.Condition(self.mutex))
+                return build_once(self, name, lambda: SlimCondition(self.mutex))
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _qsize(self) -> int:
+        # Never builds the deque: asking whether a channel holds anything
+        # must not give it storage.
+        items = self.__dict__.get("queue")
+        return len(items) if items is not None else 0
 
     def _notify(self, name: str, count: int | None = None) -> None:
         """Locked: wake ``count`` (all if ``None``) waiters of condition ``name``."""
@@ -116,8 +182,8 @@ class Channel(queue.Queue[T]):
                 for :meth:`join`, which therefore never hangs on them).
         """
         with self.mutex:
-            if discard and self.queue:
-                self._discard(len(self.queue))
+            if discard and self._qsize():
+                self._discard(self._qsize())
                 self.queue.clear()
             self._closed = True
             self._notify("not_empty")
@@ -162,7 +228,7 @@ class Channel(queue.Queue[T]):
             queue.Empty: ``block`` is false or ``timeout`` expired.
         """
         with self.mutex:
-            if self.queue:  # the common case, fast
+            if self._qsize():  # the common case, fast
                 return self._take(1)[0]
         return self.get_many(1, block, timeout)[0]
 
@@ -177,7 +243,7 @@ class Channel(queue.Queue[T]):
             queue.Empty: ``block`` is false or ``timeout`` expired.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if block and not self.queue:
+        if block and not self._qsize():
             self._will_wait()
         with self.not_empty:
             self._waiting_getters += 1
@@ -215,13 +281,18 @@ class Channel(queue.Queue[T]):
 
     def _take(self, count: int) -> list[T]:
         """Remove the ``count`` oldest items and wake putters."""
-        items = [self.queue.popleft() for _ in range(count)]
+        queued = self.queue
+        items = [queued.popleft() for _ in range(count)]
+        if not queued:
+            # An empty deque keeps a 64-slot block: a channel between
+            # messages (every idle connection's) holds none.
+            del self.__dict__["queue"]
         self._taken += count
         if not self.capacity:
             self._notify("not_full")  # an unbuffered put waits for its own item
         elif self._refill_at is None:
             self._notify("not_full", count)
-        elif len(self.queue) <= self._refill_at:
+        elif self._qsize() <= self._refill_at:
             self._notify("not_full")
         return items
 
@@ -301,7 +372,7 @@ class Channel(queue.Queue[T]):
 
     def _wait(
         self,
-        condition: threading.Condition,
+        condition: _Waitable,
         ready: Callable[[], object],
         block: bool,
         deadline: float | None,
@@ -323,7 +394,7 @@ class Channel(queue.Queue[T]):
                     raise timeout_error
                 self._sleep(condition, remaining)
 
-    def _sleep(self, condition: threading.Condition, timeout: float | None) -> None:
+    def _sleep(self, condition: _Waitable, timeout: float | None) -> None:
         """Locked: wait on ``condition``, counted so that a notify with
         nobody waiting costs nothing."""
         self._sleeping += 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
-from .channels import Channel, build_once
+from .channels import Channel, SlimCondition, build_once
 from .exceptions import is_sendable_code
 
 __all__ = ["Disconnect", "Done", "check_close"]
@@ -55,7 +55,7 @@ class Done(threading.Event):
         def __getattr__(self, name: str) -> Any:
             if name != "_cond":
                 raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-            return build_once(self, name, lambda: threading.Condition(threading.Lock()))
+            return build_once(self, name, lambda: SlimCondition(threading.Lock()))
 
     def is_set(self) -> bool:
         """Whether the connection has ended (its threads too)."""

@@ -119,6 +119,41 @@ def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
     """Serve the current request as a WebSocket session of ``spec.view``."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     options = spec.options_for(app)
+    connection = _open(spec, app, options)
+    if connection is None:
+        return servers.finished_response()
+    try:
+        spec.view(**url_values, **_injected(spec, connection))
+    except Exception as exc:
+        # `Closed` from this connection's channels is how a view learns the
+        # connection ended (a put after the peer left): a normal end.
+        if not (isinstance(exc, Closed) and connection.closed):
+            options.log(
+                LOG_LEVEL_ERROR,
+                "%s: view raised; closing with 1011",
+                connection.name,
+                exc_info=True,
+            )
+            connection.fail(None, 1011, "internal error")
+    except BaseException:
+        connection.abort()
+        raise
+    else:
+        connection.close()
+    # Every path to `done` is bounded once the view has returned (see
+    # Connection._teardown); only write_wait=None can make it wait for ever.
+    connection.wait_closed()
+    return servers.finished_response()
+
+
+def _open(spec: SocketView, app: Flask, options: Options) -> Connection | None:
+    """Upgrade the request and start its connection; ``None`` when it could
+    not start after the 101 (the connection is cut and logged).
+
+    A function of its own so that what only the upgrade needs (the request
+    as parsed, the 101's bytes) is freed before the view runs for as long as
+    the session lasts.
+    """
     rule = request.url_rule
     if rule is not None and not rule.websocket:
         spec.hint_misrouted(app, options)
@@ -152,33 +187,16 @@ def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
         options.log(level, "%s: could not start: %s", connection.name, exc, exc_info=traceback)
         connection.abort()
         slot.release()
-        return servers.finished_response()
-    injected = {
+        return None
+    return connection
+
+
+def _injected(spec: SocketView, connection: Connection) -> dict[str, Any]:
+    """The keyword arguments the view asks for."""
+    return {
         name: connection if name == "connection" else getattr(connection, name)
         for name in spec.inject
     }
-    try:
-        spec.view(**url_values, **injected)
-    except Exception as exc:
-        # `Closed` from this connection's channels is how a view learns the
-        # connection ended (a put after the peer left): a normal end.
-        if not (isinstance(exc, Closed) and connection.closed):
-            options.log(
-                LOG_LEVEL_ERROR,
-                "%s: view raised; closing with 1011",
-                connection.name,
-                exc_info=True,
-            )
-            connection.fail(None, 1011, "internal error")
-    except BaseException:
-        connection.abort()
-        raise
-    else:
-        connection.close()
-    # Every path to `done` is bounded once the view has returned (see
-    # Connection._teardown); only write_wait=None can make it wait for ever.
-    connection.wait_closed()
-    return servers.finished_response()
 
 
 def _injected_names(view: Callable[..., Any]) -> tuple[str, ...]:

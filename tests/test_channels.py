@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -248,3 +249,65 @@ def test_a_waiting_join_wakes_when_the_items_are_done_or_discarded(finish: str) 
         channel.close(discard=True)
     assert finished.wait(T), "a waiting Queue.join() was not woken"
     waiter.join(T)
+
+
+def _wait_for_sleepers(channel: Channel[Any], count: int) -> None:
+    deadline = time.monotonic() + T
+    while channel._sleeping < count and time.monotonic() < deadline:
+        time.sleep(0.001)  # until the getters wait: their wake-up is what is tested
+    assert channel._sleeping == count, f"{channel._sleeping} of {count} getters waiting"
+
+
+def test_a_getter_that_timed_out_takes_no_wake_up_from_a_later_one() -> None:
+    channel: Channel[str] = Channel(5)
+    with pytest.raises(queue.Empty):
+        channel.get(timeout=0.01)
+    with running(lambda: channel.get(timeout=T)) as outcome:
+        _wait_for_sleepers(channel, 1)
+        channel.put("for the one waiting")
+    assert outcome == {"value": "for the one waiting"}
+
+
+def test_each_item_wakes_one_waiting_getter_and_close_wakes_the_rest() -> None:
+    channel: Channel[int] = Channel(5)
+    got: list[int] = []
+    closed: list[bool] = []
+
+    def take() -> None:
+        try:
+            got.append(channel.get(timeout=T))
+        except Closed:
+            closed.append(True)
+
+    getters = [threading.Thread(target=take) for _ in range(3)]
+    for getter in getters:
+        getter.start()
+    _wait_for_sleepers(channel, 3)
+    channel.put(1)
+    channel.put(2)
+    deadline = time.monotonic() + T
+    while len(got) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert sorted(got) == [1, 2] and channel._sleeping == 1
+    channel.close()
+    for getter in getters:
+        getter.join(T)
+    assert closed == [True] and not any(getter.is_alive() for getter in getters)
+
+
+def test_a_channel_gives_its_buffer_back_once_emptied() -> None:
+    # An idle connection's channels are kept by the thousand: between messages
+    # a channel holds no buffer (a deque keeps a 64-slot block while empty).
+    channels: list[Channel[bytes]] = [Channel(10) for _ in range(200)]
+    tracemalloc.start()
+    try:
+        for channel in channels:
+            channel.put(b"x")
+        holding = tracemalloc.get_traced_memory()[0]
+        for channel in channels:
+            assert channel.get() == b"x"
+            assert channel.empty() and channel.qsize() == 0
+        given_back = (holding - tracemalloc.get_traced_memory()[0]) / len(channels)
+    finally:
+        tracemalloc.stop()
+    assert given_back > 400, f"an emptied channel gave back {given_back:.0f} bytes"
