@@ -26,18 +26,19 @@ T = TypeVar("T")
 
 #: queue.Queue's conditions, which a Channel builds on first use.
 _CONDITIONS = frozenset({"not_empty", "not_full", "all_tasks_done"})
-_BUILDING = threading.Lock()
+#: ``Channel.queue`` while the channel holds no item.
+_NO_ITEMS: tuple[()] = ()
 
 
 def build_once(owner: object, name: str, make: Callable[[], Any]) -> Any:
     """``owner``'s attribute ``name``, made by ``make()`` the first time it
-    is asked for (under one lock shared by every owner, for the moment it
-    takes): for the parts of a channel or an event that most connections
-    never use."""
-    with _BUILDING:
-        built = owner.__dict__.get(name)
-        if built is None:
-            built = owner.__dict__[name] = make()
+    is asked for: for the parts of a channel or an event that most
+    connections never use. Of two threads that build it at once, both get
+    the one stored first (``dict.setdefault`` is atomic)."""
+    attributes = owner.__dict__
+    built = attributes.get(name)
+    if built is None:
+        built = attributes.setdefault(name, make())
     return built
 
 
@@ -119,10 +120,12 @@ class Channel(queue.Queue[T]):
     def __init__(self, maxsize: int = 0) -> None:
         if maxsize < 0:
             raise ValueError(f"maxsize must be >= 0, not {maxsize}")
-        # Not queue.Queue.__init__: its deque and three conditions are built
-        # when first used (see __getattr__). Most channels of an idle
-        # connection never wait, some never hold an item, and each of these
-        # costs 0.8-1.3 KiB.
+        # Not queue.Queue.__init__: its three conditions are built when
+        # first used (see __getattr__), and its deque only while items wait
+        # (an empty deque keeps a 64-slot block: ``queue`` is then an empty
+        # tuple). Most channels of an idle connection never wait, and hold
+        # no item between messages; each of these parts costs 0.8-1.3 KiB.
+        self.queue: collections.deque[T] | tuple[()] = _NO_ITEMS
         # An unbuffered channel still needs one slot to hand the item over.
         self.maxsize = maxsize or 1
         self.mutex = threading.Lock()
@@ -140,20 +143,12 @@ class Channel(queue.Queue[T]):
     if not TYPE_CHECKING:  # typed by queue.Queue's attributes; typos stay errors
 
         def __getattr__(self, name: str) -> Any:
-            # Only for what __init__ did not set: queue.Queue's deque and
-            # conditions (on the mutex). _notify does not build a condition:
-            # one nobody built has nobody waiting on it.
-            if name == "queue":
-                return build_once(self, name, collections.deque)
+            # Only for what __init__ did not set: queue.Queue's conditions
+            # (on the mutex). _notify does not build a condition: one nobody
+            # built has nobody waiting on it.
             if name in _CONDITIONS:
                 return build_once(self, name, lambda: SlimCondition(self.mutex))
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def _qsize(self) -> int:
-        # Never builds the deque: asking whether a channel holds anything
-        # must not give it storage.
-        items = self.__dict__.get("queue")
-        return len(items) if items is not None else 0
 
     def _notify(self, name: str, count: int | None = None) -> None:
         """Locked: wake ``count`` (all if ``None``) waiters of condition ``name``."""
@@ -182,9 +177,8 @@ class Channel(queue.Queue[T]):
                 for :meth:`join`, which therefore never hangs on them).
         """
         with self.mutex:
-            if discard and self._qsize():
-                self._discard(self._qsize())
-                self.queue.clear()
+            if discard:
+                self._drop_items()
             self._closed = True
             self._notify("not_empty")
             self._notify("not_full")
@@ -205,7 +199,7 @@ class Channel(queue.Queue[T]):
             deadline = None if timeout is None else time.monotonic() + timeout
             if self.capacity == 0 and not block and not self._waiting_getters:
                 raise queue.Full
-            self._wait(self.not_full, lambda: self._qsize() < self.maxsize, block, deadline)
+            self._wait(self.not_full, lambda: len(self.queue) < self.maxsize, block, deadline)
             self._check_open()
             self._append((item,))
             if self.capacity or not block:
@@ -228,7 +222,7 @@ class Channel(queue.Queue[T]):
             queue.Empty: ``block`` is false or ``timeout`` expired.
         """
         with self.mutex:
-            if self._qsize():  # the common case, fast
+            if self.queue:  # the common case, fast
                 return self._take(1)[0]
         return self.get_many(1, block, timeout)[0]
 
@@ -243,7 +237,7 @@ class Channel(queue.Queue[T]):
             queue.Empty: ``block`` is false or ``timeout`` expired.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if block and not self._qsize():
+        if block and not self.queue:
             self._will_wait()
         with self.not_empty:
             self._waiting_getters += 1
@@ -251,9 +245,9 @@ class Channel(queue.Queue[T]):
                 self._wait(self.not_empty, self._qsize, block, deadline, queue.Empty)
             finally:
                 self._waiting_getters -= 1
-            if not self._qsize():
+            if not self.queue:
                 raise Closed("get on a closed, empty channel")
-            count = self._qsize() if max_items is None else min(max_items, self._qsize())
+            count = len(self.queue) if max_items is None else min(max_items, len(self.queue))
             return self._take(count)
 
     # -- the bookkeeping, in one place; every caller holds ``self.mutex`` ----
@@ -264,9 +258,12 @@ class Channel(queue.Queue[T]):
 
     def _append(self, items: Iterable[T]) -> None:
         """Add ``items`` (no room check), count them and wake getters."""
-        before = len(self.queue)
-        self.queue.extend(items)
-        count = len(self.queue) - before
+        queued = self.queue
+        if isinstance(queued, tuple):
+            queued = self.queue = collections.deque()
+        before = len(queued)
+        queued.extend(items)
+        count = len(queued) - before
         self._given += count
         self.unfinished_tasks += count
         self._notify("not_empty", count)
@@ -282,19 +279,24 @@ class Channel(queue.Queue[T]):
     def _take(self, count: int) -> list[T]:
         """Remove the ``count`` oldest items and wake putters."""
         queued = self.queue
+        assert isinstance(queued, collections.deque), "taking from an empty channel"
         items = [queued.popleft() for _ in range(count)]
         if not queued:
-            # An empty deque keeps a 64-slot block: a channel between
-            # messages (every idle connection's) holds none.
-            del self.__dict__["queue"]
+            self.queue = _NO_ITEMS  # between messages, no deque (see __init__)
         self._taken += count
         if not self.capacity:
             self._notify("not_full")  # an unbuffered put waits for its own item
         elif self._refill_at is None:
             self._notify("not_full", count)
-        elif self._qsize() <= self._refill_at:
+        elif len(self.queue) <= self._refill_at:
             self._notify("not_full")
         return items
+
+    def _drop_items(self) -> None:
+        """Drop every item; they count as done for ``join``."""
+        if self.queue:
+            self._discard(len(self.queue))
+            self.queue = _NO_ITEMS
 
     def _discard(self, count: int) -> None:
         """``count`` items leave without being consumed: done for ``join``."""
@@ -405,9 +407,13 @@ class Channel(queue.Queue[T]):
 
     def _withdraw(self, item: T) -> None:
         """Take back an unbuffered put that nobody took in time."""
-        for index, queued in enumerate(self.queue):
-            if queued is item:
-                del self.queue[index]
+        queued = self.queue
+        for index, candidate in enumerate(queued):
+            if candidate is item:
+                assert isinstance(queued, collections.deque)
+                del queued[index]
+                if not queued:
+                    self.queue = _NO_ITEMS
                 self._given -= 1
                 self.unfinished_tasks -= 1
                 return

@@ -101,7 +101,7 @@ class Writing(Reading):
 
     def more_to_read(self) -> bool:
         """Whether messages wait on ``receiver`` (see ``writer.HOLD_FRAMES``)."""
-        return bool(self.receiver._qsize())  # unlocked: a hint
+        return bool(self.receiver.queue)  # unlocked: a hint
 
     def flush_by(self, due: float) -> None:
         """Have the timer write what ``sender`` holds back by ``due``.

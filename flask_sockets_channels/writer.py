@@ -237,7 +237,7 @@ class Sender(Channel[Any]):
         if len(frame.data) > HOLD_FRAME_BYTES:
             return False
         with self.mutex:
-            if self._busy or self._qsize() or self._dead or self._closed:
+            if self._busy or self.queue or self._dead or self._closed:
                 return False
             if len(self._outbox) >= HOLD_FRAMES:
                 return False
@@ -256,7 +256,7 @@ class Sender(Channel[Any]):
         ``None``: queue it."""
         with self.mutex:
             self._check_open()
-            if self._busy or self._qsize() or self._dead:
+            if self._busy or self.queue or self._dead:
                 return None
             data = self._wire.serialize(frame)
             if data is None:
@@ -300,11 +300,11 @@ class Sender(Channel[Any]):
             while self._outbox and self._outbox[0]:
                 held.append(self._outbox.pop(0))
             return b"".join(held)
-        while self._qsize():
+        while self.queue:
             parts: list[bytes] = []
             size = 0
             count = 0
-            while self._qsize() and count < WRITE_BATCH and size < WRITE_BATCH_BYTES:
+            while self.queue and count < WRITE_BATCH and size < WRITE_BATCH_BYTES:
                 item = self._take(1)[0]
                 count += 1
                 data = self._wire.serialize(item)
@@ -319,9 +319,7 @@ class Sender(Channel[Any]):
     def _drop_queued(self) -> None:
         """Locked: drop frames not begun; the rest of a begun frame stays
         (a close frame must not land in the middle of another frame)."""
-        if self._qsize():
-            self._discard(self._qsize())
-            self.queue.clear()
+        self._drop_items()
         # A close frame (and the EOF after it) already serialised stays: the
         # engine will not make another.
         kept = [chunk for chunk in self._outbox if not chunk or chunk[0] & _OPCODE == _CLOSE]
