@@ -194,6 +194,13 @@ def test_memory_returns_to_baseline_after_1000_connections(fresh: Server) -> Non
         if growths[-1] < start * 0.02:
             break
     assert after["connections"] == 0
+    deadline = time.monotonic() + T
+    while after["objects"] > before["objects"] + 100 and time.monotonic() < deadline:
+        # A server thread may still be ending its last request (werkzeug's
+        # drain, Flask's teardown) with that request's objects: they go in
+        # milliseconds, a leak of one object a connection never does.
+        time.sleep(0.05)
+        after = memory(fresh)
     assert after["objects"] <= before["objects"] + 100, (before, after)
     assert growths[-1] < after["VmRSS"] * 0.02, f"RSS grew by {growths} KiB a round"
 
