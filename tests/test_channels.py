@@ -38,6 +38,13 @@ def running(target: Callable[[], Any]) -> Iterator[dict[str, Any]]:
         assert not thread.is_alive()
 
 
+def _wait_for_sleepers(channel: Channel[Any], count: int) -> None:
+    deadline = time.monotonic() + T
+    while channel._sleeping < count and time.monotonic() < deadline:
+        time.sleep(0.001)  # until they wait: their wake-up is what is tested
+    assert channel._sleeping == count, f"{channel._sleeping} of {count} threads waiting"
+
+
 def test_is_a_queue_and_generic() -> None:
     channel: Channel[int] = Channel(2)
     assert isinstance(channel, queue.Queue)
@@ -237,10 +244,7 @@ def test_a_waiting_join_wakes_when_the_items_are_done_or_discarded(finish: str) 
     finished = threading.Event()
     waiter = threading.Thread(target=lambda: (channel.join(), finished.set()))
     waiter.start()
-    deadline = time.monotonic() + T
-    while channel._sleeping == 0 and time.monotonic() < deadline:
-        time.sleep(0.001)  # until join() waits: the wake-up is what is tested
-    assert channel._sleeping == 1, "join() never waited"
+    _wait_for_sleepers(channel, 1)  # until join() waits: the wake-up is what is tested
     if finish == "task_done":
         for _ in range(3):
             channel.get(timeout=T)
@@ -249,13 +253,6 @@ def test_a_waiting_join_wakes_when_the_items_are_done_or_discarded(finish: str) 
         channel.close(discard=True)
     assert finished.wait(T), "a waiting Queue.join() was not woken"
     waiter.join(T)
-
-
-def _wait_for_sleepers(channel: Channel[Any], count: int) -> None:
-    deadline = time.monotonic() + T
-    while channel._sleeping < count and time.monotonic() < deadline:
-        time.sleep(0.001)  # until the getters wait: their wake-up is what is tested
-    assert channel._sleeping == count, f"{channel._sleeping} of {count} getters waiting"
 
 
 def test_a_getter_that_timed_out_takes_no_wake_up_from_a_later_one() -> None:
