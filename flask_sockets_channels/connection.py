@@ -40,6 +40,7 @@ from .controls import Disconnect, Done, check_close
 from .engine import Outgoing, Protocol, State
 from .exceptions import CloseCode, KeepaliveTimeout, SocketsError
 from .keepalive import scheduler
+from .loglimit import LogLimit
 from .options import LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options
 from .options import seconds as to_seconds
 from .reader import Receiver
@@ -102,6 +103,7 @@ class Connection(Writing):
         "_ended",
         "_errors",
         "_failed",
+        "_log_limit",
         "_next_ping",
         "_on_done",
         "_on_error",
@@ -163,6 +165,7 @@ class Connection(Writing):
         self._close_deadline: float | None = None
         self._on_done: list[Callable[[Connection], None]] = []
         self._on_error: list[Callable[[SocketsError], None]] = []
+        self._log_limit: LogLimit | None = None  # made by the first capped line
         self._next_ping = float("inf")
         self._reader = threading.Thread(target=self._read_loop, name=f"{self.name} reader")
         self.done: threading.Event = Done(self._reader)
@@ -224,7 +227,7 @@ class Connection(Writing):
         """
         check_close(code, reason)
         if self._request_close(code, reason):
-            self.receiver.close()
+            self._stop_receiving()
             self.sender.close_after_queued(CloseFrame(code, reason))
 
     def fail(self, error: SocketsError | None, code: int, reason: str = "") -> None:
@@ -240,7 +243,7 @@ class Connection(Writing):
         if error is not None:
             self._report_failure(error)
         if self._request_close(code, reason):
-            self.receiver.close()
+            self._stop_receiving()
             with self.sender.mutex, self._protocol_lock:
                 if self._protocol.state is State.OPEN:
                     self._set_close_code(code, reason)
@@ -255,11 +258,16 @@ class Connection(Writing):
 
     def on_done(self, callback: Callable[[Connection], None]) -> None:
         """Call ``callback(self)`` when the connection ends, before ``done``
-        is set (the library's registry uses it)."""
+        is set, in the reader thread. An exception it raises is logged (at
+        ERROR, with its traceback) and changes nothing else."""
         self._on_done.append(callback)
 
     def on_error(self, callback: Callable[[SocketsError], None]) -> None:
-        """Call ``callback(error)`` for every error put on ``errors``."""
+        """Call ``callback(error)`` for every error put on ``errors``, in
+        the library thread that met it (reader, writer or timer). It must
+        not block; an exception it raises is logged (at ERROR, with its
+        traceback, a few times per minute at most) and changes nothing
+        else."""
         self._on_error.append(callback)
 
     def start(self, handshake_response: bytes = b"", buffered: bytes = b"") -> None:
@@ -304,9 +312,14 @@ class Connection(Writing):
         not, and the reader would never reach its teardown.
         """
         self._shutdown(socket.SHUT_RDWR)
+        self._stop_receiving()
+
+    def _stop_receiving(self) -> None:
+        """Close ``receiver`` and wake a reader paused on it or on the rate
+        limit: it must read on, for the peer's close frame or the EOF."""
         self.receiver.close()
         if self._unpause is not None:
-            self._unpause.set()  # a reader waiting for the rate limit
+            self._unpause.set()
 
     def _slow_consumer(self) -> None:
         self.options.log(LOG_LEVEL_WARNING, "%s: hub backlog full; closing (1008)", self.name)
@@ -400,16 +413,49 @@ class Connection(Writing):
             self._failed = True
         self._report(error, LOG_LEVEL_WARNING)
 
-    def _report(self, error: SocketsError, level: int) -> None:
-        self.options.log(level, "%s: %s: %s", self.name, type(error).__name__, error)
+    def _report(self, error: SocketsError, level: int, capped: bool = False) -> None:
+        """Log ``error`` (``capped``: under the connection's log limit: the
+        peer can repeat it at will), pass it to the ``on_error`` callbacks
+        and put it on ``errors``."""
+        message = "%s: %s: %s"
+        args = (self.name, type(error).__name__, error)
+        if capped:
+            self._log_capped(level, message, *args)
+        else:
+            self.options.log(level, message, *args)
         for callback in self._on_error:
-            callback(error)
+            self._call(callback, error, "on_error")
         try:
             self.errors.put_nowait(error)
         except queue.Full:
-            self.options.log(LOG_LEVEL_WARNING, "%s: errors channel full, dropped", self.name)
+            self._log_capped(LOG_LEVEL_WARNING, "%s: errors channel full, dropped", self.name)
         except Closed:
             pass  # the connection has ended: nobody reads errors any more
+
+    def _call(self, callback: Callable[[Any], object], argument: Any, kind: str) -> None:
+        """Run a user's callback in a library thread: whatever it raises is
+        logged with its traceback, and the thread goes on."""
+        try:
+            callback(argument)
+        except Exception:
+            name = getattr(callback, "__qualname__", None) or repr(callback)
+            self._log_capped(
+                LOG_LEVEL_ERROR, "%s: %s callback %s raised", self.name, kind, name, exc_info=True
+            )
+
+    def _log_capped(self, level: int, message: str, *args: object, exc_info: bool = False) -> None:
+        """Log a line the peer can make us repeat, under the connection's
+        :class:`~.loglimit.LogLimit`."""
+        limit = self._log_limit
+        if limit is None:
+            limit = self._log_limit = LogLimit()
+        left_out = limit.allow()
+        if left_out is None:
+            return
+        if left_out:
+            message += " (%d similar lines left out)"
+            args = (*args, left_out)
+        self.options.log(level, message, *args, exc_info=exc_info)
 
     def _shutdown(self, how: int) -> None:
         with contextlib.suppress(OSError):  # already shut down, or reset
@@ -431,14 +477,14 @@ class Connection(Writing):
         scheduler.cancel(self)
         self._set_close_code(CloseCode.ABNORMAL_CLOSURE, "")
         self.errors.close()
+        if self._log_limit is not None and self._log_limit.suppressed:
+            self.options.log(
+                LOG_LEVEL_WARNING, "%s: %d more lines left out (log limit)",
+                self.name, self._log_limit.suppressed,
+            )  # fmt: skip
         self.options.log(LOG_LEVEL_DEBUG, "%s: done (%s)", self.name, self._close_code)
         for callback in self._on_done:
-            try:
-                callback(self)
-            except Exception:
-                self.options.log(
-                    LOG_LEVEL_ERROR, "%s: on_done callback failed", self.name, exc_info=True
-                )
+            self._call(callback, self, "on_done")
         self._on_done.clear()
         self._on_error.clear()
         self.done.set()

@@ -10,17 +10,24 @@ baseline.
 Nothing here keeps a finished connection alive: the heap holds connection
 ids, the only reference is in ``_due``, and :meth:`Scheduler.cancel` (called
 by the connection's teardown) drops it.
+
+The thread serves every connection of the process, so nothing may end it
+but an empty schedule: a ``tick`` that raises (a bug) cuts that connection
+only, and if the thread ends anyway, a new one takes over.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import threading
 import time
 from typing import Protocol
 
 __all__ = ["Scheduler", "Timed", "scheduler"]
+
+logger = logging.getLogger("flask_sockets_channels")
 
 
 class Timed(Protocol):
@@ -31,6 +38,9 @@ class Timed(Protocol):
     def tick(self, now: float) -> float | None:
         """Do what is due at ``now``; return the next due time, or ``None``.
         Must never block."""
+
+    def abort(self) -> None:
+        """Cut the connection at once (its ``tick`` failed)."""
 
 
 class Scheduler:
@@ -64,17 +74,21 @@ class Scheduler:
             if len(self._heap) > 2 * len(self._due) + 64:
                 self._compact()
             if self._thread is None:
-                thread = threading.Thread(
-                    target=self._run, name="flask-sockets-channels timers", daemon=True
-                )
                 try:
-                    thread.start()
+                    self._start_thread()
                 except RuntimeError:
                     del self._due[key]  # no reference kept; the heap entry goes stale
                     raise
-                self._thread = thread
             elif self._heap[0][2] == key:
                 self._wakeup.notify()
+
+    def _start_thread(self) -> None:
+        """Locked: start the timer thread. Raises ``RuntimeError``."""
+        thread = threading.Thread(
+            target=self._run, name="flask-sockets-channels timers", daemon=True
+        )
+        thread.start()
+        self._thread = thread
 
     def cancel(self, connection: Timed) -> None:
         """Stop calling ``connection`` and drop the reference to it."""
@@ -98,7 +112,13 @@ class Scheduler:
 
     def _run(self) -> None:
         # Owns: the calls to tick(), one at a time. Ends as soon as nothing is
-        # scheduled.
+        # scheduled; if anything else ends it, _take_over starts another.
+        try:
+            self._tick_while_scheduled()
+        finally:
+            self._take_over()
+
+    def _tick_while_scheduled(self) -> None:
         while True:
             with self._wakeup:
                 entry = self._next()
@@ -113,13 +133,34 @@ class Scheduler:
                 heapq.heappop(self._heap)
                 del self._due[id(connection)]
                 self._ticking, self._ticking_cancelled = id(connection), False
-            next_due = connection.tick(now)
+            try:
+                next_due = connection.tick(now)
+            except Exception:  # a bug: it must not end the timers of the process
+                logger.error("timers: %s failed; cutting it", connection.name, exc_info=True)
+                next_due = None
+                try:
+                    connection.abort()
+                except Exception:
+                    logger.error("timers: cutting %s failed", connection.name, exc_info=True)
             with self._wakeup:
                 cancelled = self._ticking_cancelled
                 self._ticking = None
             if next_due is not None and not cancelled:
                 self.schedule(connection, next_due)
             del connection  # no reference held while waiting
+
+    def _take_over(self) -> None:
+        """The thread is ending: if connections are still scheduled (it was
+        ended by something other than an empty schedule), start another."""
+        with self._wakeup:
+            if self._thread is not threading.current_thread():
+                return  # it ended normally, and a schedule may have started another
+            self._thread, self._ticking = None, None
+            if self._due:
+                try:
+                    self._start_thread()
+                except RuntimeError:  # the next schedule tries again
+                    logger.error("timers: the timer thread ended and no other can start")
 
     def _next(self) -> tuple[Timed, float] | None:
         """The earliest live entry; stale heap entries are dropped."""

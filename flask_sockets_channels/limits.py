@@ -6,7 +6,9 @@ Per app, in this process, three counts of open connections: the whole app's
 (``Options.max_connections_per_client``). A handshake is admitted only if
 it fits under every limit, and is then counted in all three at once, under
 one lock: two handshakes never both take the last place. The place is given
-back when the connection is done, whatever ended it.
+back once the view has returned and the connection is done, whatever ended
+it: under gunicorn gthread a view holds a thread as long as it runs, even
+after its connection ended, and the limits bound those threads.
 
 A refusal is a normal HTTP response, raised as a werkzeug ``HTTPException``
 before the 101, so nothing of the view runs: 429 when the client is over
@@ -162,7 +164,7 @@ class Slot:
 
     def attach(self, connection: Connection, registry: Registry | None) -> None:
         """Count ``connection`` in ``registry`` (the ``Sockets`` extension,
-        if any) and give the place back once it is done (``on_done``)."""
+        if any) until :meth:`release`."""
         self._connection, self._registry = connection, registry
         if registry is not None:
             registry.track(connection, self.endpoint)
@@ -171,11 +173,11 @@ class Slot:
             on_error = getattr(connection, "on_error", None)
             if on_error is not None:
                 on_error(registry.record_error)
-        connection.on_done(self.release)
 
-    def release(self, *_: object) -> None:
-        """Give the place back; idempotent. Called when the connection is
-        done, or by the library when it never opened."""
+    def release(self) -> None:
+        """Give the place back and count the connection as closed;
+        idempotent. Called once its view has returned and it is done, or
+        when it never opened."""
         with self._release_lock:
             if self._released:
                 return
@@ -216,8 +218,8 @@ def config_max_total(config: Any) -> int | None:
 def reserve(app: Flask, options: Options) -> Slot:
     """Take a place for the current request's connection under the limits
     of ``app`` and ``options``, before its socket is taken; then
-    :meth:`Slot.attach` the connection (or :meth:`Slot.release` the place if
-    there will be none).
+    :meth:`Slot.attach` the connection, and :meth:`Slot.release` the place
+    once its view has returned (or if there will be none).
 
     Raises:
         ClientLimitReached: 429.

@@ -14,10 +14,13 @@ __all__ = ["TokenBucket"]
 
 class TokenBucket:
     """At most ``messages`` per ``seconds`` on average, in bursts of at most
-    ``messages``. Not thread-safe: one per connection, used by its reader."""
+    ``messages``, or of one when ``messages`` is below one (``(0.5, 1.0)``:
+    one every two seconds). Not thread-safe: one per connection, used by its
+    reader."""
 
     def __init__(self, messages: float, seconds: float) -> None:
-        self._capacity = float(messages)
+        # A bucket that holds less than one token never gives one.
+        self._capacity = max(1.0, float(messages))
         self._per_second = messages / seconds
         self._tokens = self._capacity
         self._updated = time.monotonic()

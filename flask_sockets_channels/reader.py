@@ -103,7 +103,7 @@ class Reading:
         def _set_close_code(self, code: int, reason: str) -> None: ...
         def _request_close(self, code: int, reason: str) -> bool: ...
         def _report_failure(self, error: SocketsError) -> None: ...
-        def _report(self, error: SocketsError, level: int) -> None: ...
+        def _report(self, error: SocketsError, level: int, capped: bool = False) -> None: ...
         def _closing_started(self) -> None: ...
 
     def __init__(self, rate_limit: tuple[float, float] | None) -> None:
@@ -195,11 +195,11 @@ class Reading:
         except ProtocolError as exc:
             return exc
         except DecodeError as exc:
-            self._report(exc, LOG_LEVEL_WARNING)
+            self._report(exc, LOG_LEVEL_WARNING, capped=True)
         except Exception as exc:  # whatever a user's model raises
             error = DecodeError(f"message does not decode: {type(exc).__name__}: {exc}", message)
             error.__cause__ = exc
-            self._report(error, LOG_LEVEL_WARNING)
+            self._report(error, LOG_LEVEL_WARNING, capped=True)
         return _SKIP
 
     def _closed_by_peer(self, frame: Frame) -> None:

@@ -119,9 +119,24 @@ def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
     """Serve the current request as a WebSocket session of ``spec.view``."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     options = spec.options_for(app)
-    connection = _open(spec, app, options)
-    if connection is None:
+    opened = _open(spec, app, options)
+    if opened is None:
         return servers.finished_response()
+    connection, slot = opened
+    # The place under the connection limits is held while the view runs,
+    # not only while the connection is open: the limits bound threads.
+    try:
+        _serve(spec, options, connection, url_values)
+    finally:
+        slot.release()
+    return servers.finished_response()
+
+
+def _serve(
+    spec: SocketView, options: Options, connection: Connection, url_values: dict[str, Any]
+) -> None:
+    """Call the view, close the connection as its end says, and wait until
+    the connection is done."""
     try:
         spec.view(**url_values, **_injected(spec, connection))
     except Exception as exc:
@@ -143,12 +158,12 @@ def run(spec: SocketView, url_values: dict[str, Any]) -> ResponseReturnValue:
     # Every path to `done` is bounded once the view has returned (see
     # Connection._teardown); only write_wait=None can make it wait for ever.
     connection.wait_closed()
-    return servers.finished_response()
 
 
-def _open(spec: SocketView, app: Flask, options: Options) -> Connection | None:
-    """Upgrade the request and start its connection; ``None`` when it could
-    not start after the 101 (the connection is cut and logged).
+def _open(spec: SocketView, app: Flask, options: Options) -> tuple[Connection, limits.Slot] | None:
+    """Upgrade the request and start its connection, with its place under
+    the limits; ``None`` when it could not start after the 101 (the
+    connection is cut and logged, the place given back).
 
     A function of its own so that what only the upgrade needs (the request
     as parsed, the 101's bytes) is freed before the view runs for as long as
@@ -159,7 +174,8 @@ def _open(spec: SocketView, app: Flask, options: Options) -> Connection | None:
         spec.hint_misrouted(app, options)
     accepted = handshake.accept(request, options)
     # Past a connection limit: 503 / 429 here, while an HTTP response can
-    # still be sent; the place is given back when the connection is done.
+    # still be sent; the place is given back once the view has returned and
+    # the connection is done.
     slot = limits.reserve(app, options)
     try:
         taken = servers.take_socket(request.environ)
@@ -188,7 +204,7 @@ def _open(spec: SocketView, app: Flask, options: Options) -> Connection | None:
         connection.abort()
         slot.release()
         return None
-    return connection
+    return connection, slot
 
 
 def _injected(spec: SocketView, connection: Connection) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The socket side of a connection's write path: the :class:`~.writer.Wire`
 its :class:`~.writer.Sender` writes through — frames serialised by the
-engine, non-blocking and bounded sends, and what a failed write or a writer
-thread that cannot start does to the connection.
+engine, non-blocking and bounded sends, and what a failed write or a lost writer
+thread does to the connection.
 
 :class:`Writing` is a base of :class:`~.connection.Connection` (after
 :class:`~.reader.Reading`), holding the state only the write path keeps; a
@@ -161,17 +161,27 @@ class Writing(Reading):
         self.sender.close(discard=True)
         self.receiver.close()  # a reader paused on a full receiver reads on
 
-    def writer_unavailable(self, exc: RuntimeError) -> None:
-        """No writer thread could start (the process is at its thread
-        limit): the rest of a frame the kernel did not take is lost, so the
-        connection cannot go on. It is marked closed (1006) and cut; the
-        reader reports the error as it ends. Called with ``sender.mutex``
-        held: it takes no lock a sender's caller may hold, runs no callback.
+    def writer_lost(self, exc: Exception) -> None:
+        """The write path lost its writer thread: none could start (the
+        process is at its thread limit) or it failed (a bug). The rest of a
+        frame the kernel did not take is lost, so the connection cannot go
+        on: it is marked closed (1006) and cut; the reader reports the error
+        as it ends. Called with ``sender.mutex`` held: it takes no lock a
+        sender's caller may hold, runs no callback.
         """
-        self.options.log(
-            LOG_LEVEL_ERROR, "%s: cannot start a writer thread (%s); cutting TCP", self.name, exc
-        )
-        error = ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, f"no writer thread: {exc}")
+        if isinstance(exc, RuntimeError):
+            reason = f"no writer thread: {exc}"
+            self.options.log(
+                LOG_LEVEL_ERROR, "%s: cannot start a writer thread (%s); cutting TCP",
+                self.name, exc,
+            )  # fmt: skip
+        else:
+            reason = f"writer thread failed: {exc}"
+            self.options.log(
+                LOG_LEVEL_ERROR, "%s: the writer thread failed; cutting TCP", self.name,
+                exc_info=True,
+            )  # fmt: skip
+        error = ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, reason)
         error.__cause__ = exc
         self._write_error = error
         self._set_close_code(CloseCode.ABNORMAL_CLOSURE, "")

@@ -85,9 +85,10 @@ class Wire(Protocol):
     def write_failed(self, exc: OSError) -> None:
         """A write in a caller's thread failed: report it and cut TCP."""
 
-    def writer_unavailable(self, exc: RuntimeError) -> None:
-        """No writer thread could start: what was queued is lost; cut TCP.
-        Called with the sender's mutex held."""
+    def writer_lost(self, exc: Exception) -> None:
+        """No writer thread could start (``RuntimeError``: the process is at
+        its thread limit), or it failed (a bug): what was queued is lost;
+        cut TCP. Called with the sender's mutex held."""
 
     def shutdown_write(self) -> None:
         """Half-close TCP (the engine's EOF)."""
@@ -375,7 +376,7 @@ class Sender(Channel[Any]):
             thread.start()
         except RuntimeError as exc:  # the process is at its thread limit
             self._stop_writing()
-            self._wire.writer_unavailable(exc)
+            self._wire.writer_lost(exc)
             return
         self._thread = thread
 
@@ -383,6 +384,15 @@ class Sender(Channel[Any]):
         # Owns: the socket's writes while a backlog exists. Ends when the
         # backlog is empty, or a write fails, or the connection ends
         # (shutdown() sets _dead; the socket, shut down, ends a blocked send).
+        try:
+            self._write_backlog()
+        except Exception as exc:  # a bug: the connection must not be left wedged
+            with self.mutex:
+                self._stop_writing()
+                self._retire()
+                self._wire.writer_lost(exc)
+
+    def _write_backlog(self) -> None:
         while True:
             with self.mutex:
                 if self._head is not None:

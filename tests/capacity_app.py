@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from flask import Flask, Response, abort, jsonify, request
@@ -63,12 +64,19 @@ def create_app(
 
     @app.route("/_wait_idle")
     def wait_idle() -> Any:
-        """200 once every connection open now is done; 504 after ``timeout``."""
-        timeout = float(request.args.get("timeout", 10))
+        """200 once every connection open now is done and its view has
+        returned (its place given back); 504 after ``timeout``."""
+        deadline = time.monotonic() + float(request.args.get("timeout", 10))
         for connection in ext.connections:
-            if not connection.wait_closed(timeout):
+            if not connection.wait_closed(max(0.0, deadline - time.monotonic())):
                 abort(504)
-        return jsonify(ext.stats()["open"])
+        # The view returns, and gives its place back, just after `done`: no
+        # event says when; poll the registry.
+        while ext.stats()["open"]:
+            if time.monotonic() > deadline:
+                abort(504)
+            time.sleep(0.005)
+        return jsonify(0)
 
     @app.route("/held")
     @sockets.messages(max_connections=3)

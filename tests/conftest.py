@@ -298,6 +298,20 @@ def no_connection_threads_left() -> Iterator[None]:
         time.sleep(0.01)  # threads have no join-all; poll the list
 
 
+def released(ext: Any, connection: Any, timeout: float) -> bool:
+    """Whether ``connection`` is done and its view has returned (it has left
+    the registry of the ``Sockets`` object ``ext``) within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    if not connection.wait_closed(timeout):
+        return False
+    # The view returns just after `done`: no event says when.
+    while connection in ext.connections:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
 def have(program: str) -> bool:
     return shutil.which(program) is not None
 

@@ -13,7 +13,7 @@ from flask import Blueprint, Flask
 
 import flask_sockets_channels as sockets
 from tests.client import connect
-from tests.conftest import ROOT, Server, serve_app, wait_time
+from tests.conftest import ROOT, Server, released, serve_app, wait_time
 from tests.wire import RawClient
 
 T = wait_time(5)
@@ -106,7 +106,7 @@ def test_registry_tracks_open_connections(tmp_path: Path) -> None:
             assert connection.path == "/hold"
             assert connection.remote_addr == "127.0.0.1"
             ws.send("bye")
-            assert connection.wait_closed(T)
+            assert released(ext, connection, T)
         assert ext.connections == frozenset()
 
 

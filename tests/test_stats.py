@@ -23,7 +23,7 @@ import flask_sockets_channels as sockets
 from flask_sockets_channels import Connection, metrics
 from tests.capacity_app import create_app
 from tests.client import connect
-from tests.conftest import Server, gunicorn_server, serve_app, wait_time
+from tests.conftest import Server, gunicorn_server, released, serve_app, wait_time
 from tests.wire import RawClient
 
 T = wait_time(5)
@@ -46,7 +46,7 @@ def opened(
             yield ws, connection
         finally:
             ws.close()
-    assert connection.wait_closed(T)
+    assert released(ext, connection, T)
 
 
 def refused(server: Server, path: str, **kwargs: Any) -> int:
@@ -75,7 +75,7 @@ def reset(server: Server, ext: sockets.Sockets, path: str) -> Connection:
         (connection,) = ext.connections - before
         assert raw.read_frame().text == "ready"
         raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    assert connection.wait_closed(T)
+    assert released(ext, connection, T)
     return connection
 
 
