@@ -195,11 +195,13 @@ class Reading:
         except ProtocolError as exc:
             return exc
         except DecodeError as exc:
-            self._report(exc, LOG_LEVEL_WARNING, capped=True)
+            error = exc
         except Exception as exc:  # whatever a user's model raises
             error = DecodeError(f"message does not decode: {type(exc).__name__}: {exc}", message)
             error.__cause__ = exc
-            self._report(error, LOG_LEVEL_WARNING, capped=True)
+        # Reported out of the except clause: a callback's own exception is
+        # not chained to the decode error.
+        self._report(error, LOG_LEVEL_WARNING, capped=True)
         return _SKIP
 
     def _closed_by_peer(self, frame: Frame) -> None:

@@ -631,6 +631,10 @@ def create_app(extension: bool = True) -> Flask:
             sender.put(f"{prefix}:{message}")
 
     app.register_blueprint(blueprint)
+
+    from tests import hostile_views  # it imports this module
+
+    hostile_views.register(app, websocket)
     return app
 
 
