@@ -22,6 +22,10 @@ import flask_sockets_channels as sockets
 #: How many times each view has started, to show that a refusal runs none.
 view_runs: dict[str, int] = {}
 _runs_lock = threading.Lock()
+#: /lingering views whose connection has ended, still running (by key).
+_lingering: dict[str, int] = {}
+_lingering_changed = threading.Condition()
+_releases: dict[str, threading.Event] = {}
 
 
 def _ran(name: str) -> None:
@@ -113,6 +117,41 @@ def create_app(
                 raise RuntimeError("asked to raise")
             sender.put(message)
 
+    @app.route("/lingering")
+    @sockets.messages(max_connections=2)
+    def lingering(receiver: Any, sender: Any) -> None:
+        """Reads until its connection ends, then goes on running (as a view
+        that works on a request does) until ``/_release/<id>``."""
+        key = request.args.get("id", "")
+        with _lingering_changed:
+            release = _releases.setdefault(key, threading.Event())
+        sender.put("ready")
+        for _ in receiver:
+            pass
+        with _lingering_changed:
+            _lingering[key] = _lingering.get(key, 0) + 1
+            _lingering_changed.notify_all()
+        release.wait(30)
+        with _lingering_changed:
+            _lingering[key] -= 1
+
+    @app.route("/_lingering/<key>")
+    def wait_lingering(key: str) -> Any:
+        """200 once ``count`` /lingering views of ``key`` run with their
+        connection ended; 504 after ``timeout``."""
+        count = int(request.args.get("count", 1))
+        timeout = float(request.args.get("timeout", 10))
+        with _lingering_changed:
+            if not _lingering_changed.wait_for(lambda: _lingering.get(key, 0) >= count, timeout):
+                abort(504)
+            return jsonify(_lingering[key])
+
+    @app.route("/_release/<key>")
+    def release(key: str) -> str:
+        with _lingering_changed:
+            _releases.setdefault(key, threading.Event()).set()
+        return "released\n"
+
     @app.route("/echo")
     @sockets.messages()
     def echo(receiver: Any, sender: Any) -> None:
@@ -126,6 +165,19 @@ def create_app(
             sender.put("ready")
             for _ in receiver:
                 pass
+
+    @app.route("/rate/below-one")
+    @sockets.messages(rate_limit=(0.5, 1.0))
+    def rate_below_one(receiver: Any, sender: Any) -> None:
+        for message in receiver:
+            sender.put(message)
+
+    @app.route("/rate/one-then-return")
+    @sockets.messages(rate_limit=(1, 60.0))
+    def rate_one_then_return(receiver: Any, sender: Any) -> None:
+        """Echoes the first message and returns, while the reader waits a
+        minute for the rate to allow the next one."""
+        sender.put(receiver.get())
 
     @app.route("/rate")
     @sockets.messages(rate_limit=(200, 1.0), recv_channel_buffer=10)

@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +30,7 @@ from flask_sockets_channels.testing import HandshakeRejected, WebSocketTestClien
 from tests.capacity_app import create_app
 from tests.client import connect
 from tests.conftest import Server, gunicorn_server, redis_server, serve_app, wait_time
-from tests.wire import RawClient
+from tests.wire import TEXT, RawClient, close_frame, frame
 
 # -- options ----------------------------------------------------------------
 
@@ -291,6 +292,30 @@ def test_the_place_is_given_back_when_the_connection_is_done(
     with open_ready(cap_server, "/one") as again:
         again.send("still echoes")
         assert again.recv(timeout=T) == "still echoes"
+    wait_idle(cap_server)
+
+
+def test_a_place_is_held_until_the_view_returns_so_limits_bound_view_threads(
+    cap_server: Server,
+) -> None:
+    """/lingering (max_connections=2) runs on after its connection ended: a
+    third client is refused while two such views run, and admitted once
+    they have returned."""
+    entry = uuid.uuid4().hex
+    for _ in range(2):
+        with open_ready(cap_server, f"/lingering?id={entry}") as ws:
+            ws.send("work")
+    status, _ = cap_server.get(f"/_lingering/{entry}?count=2&timeout={T}", timeout=T + 5)
+    assert status == 200
+    stats = server_stats(cap_server)
+    assert stats["open"] == 2
+    assert stats["open_by_endpoint"]["lingering"] == 2
+    for _ in range(8):
+        assert refusal(cap_server, f"/lingering?id={entry}").status_code == 503
+    assert cap_server.get(f"/_release/{entry}")[0] == 200
+    wait_idle(cap_server)
+    with open_ready(cap_server, f"/lingering?id={entry}"):
+        pass
     wait_idle(cap_server)
 
 
@@ -652,3 +677,33 @@ def test_rate_limit_slows_a_flood_and_drops_nothing(tmp_path: Path) -> None:
     assert not sender.is_alive()
     assert received == [str(index) for index in range(count)]
     assert 9 <= elapsed < wait_time(30)
+
+
+def test_a_rate_below_one_message_lets_one_through_every_interval(cap_server: Server) -> None:
+    """(0.5, 1.0): one message every 2 s (the bucket holds one token)."""
+    with _connect(cap_server, "/rate/below-one") as ws:
+        started = time.monotonic()
+        ws.send("first")
+        ws.send("second")
+        assert ws.recv(timeout=T) == "first"
+        assert ws.recv(timeout=T) == "second"
+        elapsed = time.monotonic() - started
+    assert 1.5 <= elapsed < T
+
+
+def test_a_reader_paused_for_the_rate_limit_reads_the_peers_close_reply_at_once(
+    cap_server: Server,
+) -> None:
+    """The view returns while the reader waits a minute for the rate limit:
+    the closing handshake still ends as soon as the peer answers, not after
+    close_timeout (2 s in the capacity app)."""
+    with RawClient(cap_server.port) as client:
+        client.open("/rate/one-then-return")
+        client.send(frame(TEXT, b"first") + frame(TEXT, b"second"))
+        assert client.read_frame().text == "first"
+        assert client.read_until_close()[-1].close_code == 1000
+        client.send(close_frame(1000))
+        answered = time.monotonic()
+        assert client.read_rest() == b""  # TCP closed by the server
+        took = time.monotonic() - answered
+    assert took < 1.0  # close_timeout is 2 s
