@@ -11,7 +11,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable
 
-from flask import Flask, request
+from flask import Flask, current_app, request
+from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 from werkzeug.routing.exceptions import WebsocketMismatch
 
@@ -131,13 +132,16 @@ class Sockets:
     def stats(self) -> Snapshot:
         """The figures of this process, as a new dict (a snapshot).
 
-        Keys: ``open`` (connections open now), ``open_by_endpoint``
-        (endpoint -> open connections), ``opened`` and ``closed`` (since
-        the start), ``rejected`` (HTTP status -> handshakes refused with
+        Keys: ``open`` (connections open now, and those that ended while
+        their view still runs: each holds a place under the connection
+        limits), ``open_by_endpoint`` (endpoint -> the same), ``opened``
+        and ``closed`` (since the start), ``rejected`` (HTTP status -> handshakes refused with
         it: 403, 429, 503, 401 from an access check, ...), ``messages_in``,
         ``messages_out``, ``bytes_in`` and ``bytes_out`` (payload bytes of
         the messages, of open and closed connections), ``close_codes``
-        (close code -> connections that ended with it, 1006 when TCP died),
+        (close code -> connections that ended with it, 1006 when TCP died;
+        the codes 3000-4999, which a peer picks at will, are counted
+        together under ``"application"``),
         ``errors`` (type name -> errors put on ``errors``) and ``hub``
         (``rooms`` and ``members`` in this process, ``published``,
         ``delivered``, ``slow_consumers_closed``, ``reconnects``).
@@ -218,15 +222,35 @@ class Sockets:
         self._stats.record_error(error)
 
     def _count_refusal(self, response: Response) -> Response:
-        """``after_request``: count an upgrade request answered with an HTTP
-        error, whatever refused it (the handshake, a limit, an access
-        check in ``before_request`` or a decorator, routing)."""
+        """``after_request``: count an upgrade request to a socket view
+        answered with an HTTP error, whatever refused it (the handshake, a
+        limit, an access check in ``before_request`` or a decorator,
+        routing: 405 for a method other than GET). An upgrade request to
+        any other URL is not a refused handshake: a client could make the
+        figures count whatever it likes."""
         if (
             response.status_code >= 400
             and request.headers.get("Upgrade", "").lower() == "websocket"
+            and _aimed_at_socket_view()
         ):
             self._stats.record_rejection(response.status_code)
         return response
+
+
+def _aimed_at_socket_view() -> bool:
+    """Whether the current request's URL is a socket view's: its rule's
+    view, or, when routing refused the request (a method other than GET),
+    the socket view a GET upgrade to that URL would reach."""
+    app = current_app
+    rule = request.url_rule
+    if rule is not None:
+        return is_socket_view(app.view_functions.get(rule.endpoint))
+    try:
+        adapter = app.url_map.bind_to_environ(request.environ)
+        endpoint, _ = adapter.match(method="GET", websocket=True)
+    except HTTPException:
+        return False
+    return is_socket_view(app.view_functions.get(endpoint))
 
 
 def _close(connections: Sequence[Connection], hub: Hub | None, code: int, reason: str) -> None:

@@ -60,7 +60,7 @@ __all__ = ["METRICS", "MultiProcessExporter", "SocketsCollector", "register"]
 
 logger = logging.getLogger("flask_sockets_channels")
 
-Value = Union[int, Mapping[str, int], Mapping[int, int]]
+Value = Union[int, Mapping[str, int], Mapping[int, int], Mapping[Union[int, str], int]]
 
 
 class _Metric:
@@ -86,7 +86,8 @@ class _Metric:
         """(label values, value) pairs, labels in order."""
         value = self.read(snapshot)
         if isinstance(value, Mapping):
-            return [((str(key),), float(count)) for key, count in sorted(value.items())]
+            items = sorted(value.items(), key=lambda item: str(item[0]))
+            return [((str(key),), float(count)) for key, count in items]
         return [((), float(value))]
 
 
@@ -120,7 +121,7 @@ METRICS = (
     _Metric(
         "fsc_close_codes",
         "counter",
-        "Connections done, by close code (1006: TCP died)",
+        "Connections done, by close code (1006: TCP died; 3000-4999: application)",
         lambda s: s["close_codes"],
         "code",
     ),

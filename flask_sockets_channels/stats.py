@@ -17,12 +17,30 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .hub import Hub
 
-__all__ = ["COUNTERS", "HUB_COUNTERS", "HubStats", "Snapshot", "Stats"]
+__all__ = [
+    "APPLICATION_CODES",
+    "COUNTERS",
+    "HUB_COUNTERS",
+    "HubStats",
+    "Snapshot",
+    "Stats",
+    "close_code_key",
+]
 
 #: The per-connection counters, read from each connection (0 if absent).
 COUNTERS = ("messages_in", "messages_out", "bytes_in", "bytes_out")
 #: The hub's counters, read from the hub (0 if absent).
 HUB_COUNTERS = ("published", "delivered", "slow_consumers_closed", "reconnects")
+#: The key of ``close_codes`` for every code from 3000 to 4999.
+APPLICATION_CODES = "application"
+
+
+def close_code_key(code: int) -> int | str:
+    """How ``close_codes`` counts ``code``: the protocol's own codes (1000
+    to 1015) by number; 3000-4999, which any peer picks at will, together
+    under :data:`APPLICATION_CODES` (a key, and a Prometheus series, per
+    code a peer chose would let it grow the figures without bound)."""
+    return code if code < 3000 else APPLICATION_CODES
 
 
 class HubStats(TypedDict):
@@ -48,7 +66,7 @@ class Snapshot(TypedDict):
     messages_out: int
     bytes_in: int
     bytes_out: int
-    close_codes: dict[int, int]
+    close_codes: dict[int | str, int]
     errors: dict[str, int]
     hub: HubStats
 
@@ -66,7 +84,7 @@ class Stats:
         self._opened = 0
         self._closed = 0
         self._rejected: dict[int, int] = {}
-        self._close_codes: dict[int, int] = {}
+        self._close_codes: dict[int | str, int] = {}
         self._errors: dict[str, int] = {}
         self._finished = dict.fromkeys(COUNTERS, 0)  # the counters of closed connections
 
@@ -93,7 +111,7 @@ class Stats:
             self._open_by_endpoint[endpoint] -= 1
             self._closed += 1
             # None: it never started (the client left during the handshake).
-            code = connection.close_code or 1006
+            code = close_code_key(connection.close_code or 1006)
             self._close_codes[code] = self._close_codes.get(code, 0) + 1
             for name in COUNTERS:
                 self._finished[name] += getattr(connection, name, 0)

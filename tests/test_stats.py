@@ -115,7 +115,7 @@ def test_stats_count_connections_close_codes_and_refusals(tmp_path: Path) -> Non
     assert figures["open_by_endpoint"] == {"echo": 0, "one": 0, "per_client": 0}
     assert (figures["opened"], figures["closed"]) == (9, 9)
     # Counted as the connection reported it: 1006 (see the next test).
-    expected = {1000: 5, 1011: 1, 1009: 1, 4000: 1}
+    expected: dict[int | str, int] = {1000: 5, 1011: 1, 1009: 1, "application": 1}
     assert reset_code is not None
     expected[reset_code] = expected.get(reset_code, 0) + 1
     assert figures["close_codes"] == expected
@@ -327,3 +327,76 @@ def test_prometheus_multiprocess_mode_sums_gunicorn_workers(tmp_path: Path) -> N
         )
         pids = {path.name.rsplit("_", 1)[-1] for path in directory.glob("counter_*.db")}
         assert pids, json.dumps(sorted(p.name for p in directory.iterdir()))
+
+
+# -- what a client can make the figures count --------------------------------
+
+
+@pytest.fixture(scope="module", params=["werkzeug", "gunicorn"])
+def stats_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The capacity app with its Prometheus metrics at /metrics."""
+    log_path = tmp_path_factory.mktemp("stats-" + request.param) / "server.log"
+    if request.param == "werkzeug":
+        running = serve_app(create_app(metrics=True, log_path=str(log_path)), log_path)
+    else:
+        running = gunicorn_server(
+            log_path, app_spec="tests.capacity_app:create_app()", env={"FSC_CAP_METRICS": "1"}
+        )
+    with running as server:
+        yield server
+
+
+def served_stats(server: Server) -> dict[str, Any]:
+    status, body = server.get("/_stats")
+    assert status == 200
+    return json.loads(body)  # type: ignore[no-any-return]
+
+
+def wait_idle(server: Server) -> None:
+    status, _ = server.get(f"/_wait_idle?timeout={T}", timeout=T + 5)
+    assert status == 200, "connections still open on the server"
+
+
+def grown(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {key: count - before.get(key, 0) for key, count in after.items()
+            if count != before.get(key, 0)}  # fmt: skip
+
+
+def test_close_codes_a_peer_picks_are_one_bounded_series(stats_server: Server) -> None:
+    """100 connections closed by the peer with 100 codes of 3000-4999: one
+    ``application`` key in stats, one series in the metrics."""
+    before = served_stats(stats_server)["close_codes"]
+    for code in [*range(3000, 3050), *range(4000, 4050)]:
+        with connect(f"{stats_server.ws}/echo", open_timeout=T) as ws:
+            ws.close(code)
+    wait_idle(stats_server)
+    after = served_stats(stats_server)["close_codes"]
+    assert grown(before, after) == {"application": 100}
+    status, text = stats_server.get("/metrics")
+    assert status == 200
+    series = scraped(text)["fsc_close_codes_total"]
+    codes = {dict(labels)["code"] for labels in series}
+    assert "application" in codes
+    assert all(code == "application" or int(code) < 3000 for code in codes), codes
+
+
+def test_only_refused_upgrades_to_socket_views_are_counted(stats_server: Server) -> None:
+    """An upgrade request to a URL that is no socket view's (404, a plain
+    route's 405 or 400) is not a refused handshake; a socket view's 405 (a
+    method other than GET) and 403 (origin) are."""
+    before = served_stats(stats_server)["rejected"]
+    attempts = [
+        ("GET", "/nope", {}, 404),
+        ("DELETE", "/_stats", {}, 405),
+        ("GET", "/_stats", {}, 400),
+        ("POST", "/echo", {}, 405),
+        ("GET", "/echo", {"Origin": "http://elsewhere.example"}, 403),
+    ]
+    for method, path, headers, expected in attempts:
+        with RawClient(stats_server.port) as client:
+            status, _, _ = client.handshake(path, headers, method=method)
+            assert status == expected, (method, path)
+    after = served_stats(stats_server)["rejected"]
+    assert grown(before, after) == {"405": 1, "403": 1}
