@@ -188,19 +188,44 @@ class Sockets:
                 all_done = False
         return all_done
 
-    def install_sigterm_handler(self, code: int = CloseCode.GOING_AWAY) -> None:
+    def install_sigterm_handler(
+        self, code: int = CloseCode.GOING_AWAY, grace_period: float = 5.0
+    ) -> None:
         """On SIGTERM, close every connection with ``code``, then run the
-        handler that was installed before (gunicorn's, which starts the
-        graceful shutdown). Call it in the main thread, e.g. from gunicorn's
+        handler that was installed before: gunicorn's, which starts the
+        graceful shutdown. Call it in the main thread, e.g. from gunicorn's
         ``post_worker_init`` hook: ``worker_exit`` runs too late, after the
-        graceful timeout."""
+        graceful timeout.
+
+        Where the handler before was the default one, which ends the process
+        at once (the werkzeug development server, a plain script), the
+        process first waits up to ``grace_period`` seconds for the
+        connections to end (their close frames sent, the peers' answers
+        read), then ends by SIGTERM as it would have.
+
+        Raises:
+            ValueError: ``code`` may not be sent in a close frame, or
+                ``grace_period`` is not a number of seconds >= 0.
+        """
+        if not isinstance(code, int) or not is_sendable_code(code):
+            raise ValueError(f"close code {code!r} may not be sent in a close frame")
+        if (
+            not isinstance(grace_period, (int, float))
+            or isinstance(grace_period, bool)
+            or not grace_period >= 0
+        ):
+            raise ValueError(f"grace_period must be seconds >= 0, not {grace_period!r}")
         previous = signal.getsignal(signal.SIGTERM)
 
         def on_sigterm(signum: int, frame: Any) -> None:
+            connections = self._stats.open_connections()
             self.close_all(code)
             if callable(previous):
                 previous(signum, frame)
             elif previous == signal.SIG_DFL:
+                # Only the close_all thread sends the close frames: ending
+                # the process now would cut them all (1006).
+                _wait_done(connections, grace_period)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.raise_signal(signal.SIGTERM)
 
@@ -235,6 +260,14 @@ class Sockets:
         ):
             self._stats.record_rejection(response.status_code)
         return response
+
+
+def _wait_done(connections: Sequence[Connection], timeout: float) -> None:
+    """Wait up to ``timeout`` seconds in all for ``connections`` to end."""
+    deadline = time.monotonic() + timeout
+    for connection in connections:
+        if not connection.wait_closed(max(0.0, deadline - time.monotonic())):
+            return
 
 
 def _aimed_at_socket_view() -> bool:

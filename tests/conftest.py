@@ -148,13 +148,15 @@ def gunicorn_server(
 
 
 @contextlib.contextmanager
-def werkzeug_process_server(log_path: Path, extension: bool = True) -> Iterator[Server]:
+def werkzeug_process_server(
+    log_path: Path, extension: bool = True, env: dict[str, str] | None = None
+) -> Iterator[Server]:
     """The werkzeug development server as a process of its own."""
 
     def command(fd: int) -> list[str]:
         return [sys.executable, "-m", "tests.serve_werkzeug", str(fd)]
 
-    with _server_process("werkzeug", command, log_path, extension, None, "/") as server:
+    with _server_process("werkzeug", command, log_path, extension, env, "/") as server:
         yield server
 
 

@@ -15,7 +15,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.client import connect
-from tests.conftest import ROOT, Server, gunicorn_server, wait_time
+from tests.conftest import ROOT, Server, gunicorn_server, wait_time, werkzeug_process_server
 from tests.wire import BINARY, PING, TEXT, RawClient, frame
 
 T = wait_time(5)
@@ -204,6 +204,30 @@ def test_threads_return_to_baseline_after_many_connections(server: Server) -> No
         time.sleep(0.05)
     assert connection_threads() == 0
     assert abs(len(server.threads()) - baseline) <= 2, json.dumps(server.threads())
+
+
+def test_sigterm_over_the_default_handler_closes_every_connection_with_1001(
+    tmp_path: Path,
+) -> None:
+    """werkzeug, where SIGTERM's handler was Python's default (end the
+    process at once): the clients get 1001 before the process ends."""
+    env = {"FSC_TEST_SIGTERM_HANDLER": "1"}
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(werkzeug_process_server(tmp_path / "log", env=env))
+        clients = [
+            stack.enter_context(connect(f"{server.ws}/wait-done", open_timeout=T)) for _ in range(3)
+        ]
+        for ws in clients:
+            assert ws.recv(timeout=T) == "ready"
+        server.process.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+        codes = []
+        for ws in clients:
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=T)
+            codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
+        assert codes == [1001] * 3
+        # Then it ends as SIGTERM's default handling would have.
+        assert server.process.wait(T) == -signal.SIGTERM  # type: ignore[attr-defined]
 
 
 def test_sigterm_closes_every_connection_with_1001_at_once(tmp_path: Path) -> None:
