@@ -46,6 +46,11 @@ __all__ = ["Reading"]
 #: RSS less per idle connection than 1 KiB, no change in rtt or echo).
 RECV_SIZE = 1 << 16
 RECV_IDLE_SIZE = 1 << 8
+#: How many times its size a piece of deflate data may inflate to, at most
+#: (DEFLATE's own bound: 258 bytes from a 2-bit code, about 1032:1).
+DEFLATE_MAX_RATIO = 1032
+#: The smallest piece of a read fed to the engine at once with compression.
+MIN_FEED_SIZE = 64
 
 
 class _Decoder(typing.Protocol):
@@ -122,8 +127,11 @@ class Reading:
         try:
             data, self._buffered = self._buffered, b""
             size = RECV_IDLE_SIZE
+            feed = _feed_size(self._protocol, self.options.max_message_size)
             while True:
-                if data:
+                if len(data) > feed:
+                    self._receive_in_pieces(data, feed)
+                elif data:
                     self._receive(data)
                 try:
                     data = self._sock.recv(size)
@@ -141,6 +149,13 @@ class Reading:
             self._set_close_code(CloseCode.ABNORMAL_CLOSURE, "")
         finally:
             self._teardown()
+
+    def _receive_in_pieces(self, data: bytes, feed: int) -> None:
+        """Feed ``data`` to the engine ``feed`` bytes at a time, delivering
+        what each piece completes before the next: while ``receiver`` is
+        full, nothing more is inflated (see :func:`_feed_size`)."""
+        for start in range(0, len(data), feed):
+            self._receive(data[start : start + feed])
 
     def _receive(self, data: bytes) -> None:
         """Feed ``data`` to the engine, send its replies, deliver messages."""
@@ -299,6 +314,23 @@ class Reading:
             error = ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "connection lost")
             error.__cause__ = cause
         self._report_failure(error)
+
+
+def _feed_size(protocol: Protocol, max_message_size: int | None) -> int:
+    """How many bytes of a read to feed the engine at once.
+
+    The engine parses, and inflates, every frame of what it is fed before
+    the reader can hand any of it on. With permessage-deflate, one 64 KiB
+    read can hold a thousand messages of 64 KiB each, 64 MiB to hold while
+    ``receiver`` is full. Fed at most ``max_message_size / 1032`` bytes at
+    a time, the engine inflates at most one message's worth before the
+    reader waits for room on ``receiver``: the connection holds
+    ``recv_channel_buffer`` messages, the one being assembled and at most
+    one more (SPEC §10). Without compression, a read is fed whole.
+    """
+    if not protocol.extensions or max_message_size is None:
+        return RECV_SIZE
+    return max(MIN_FEED_SIZE, max_message_size // DEFLATE_MAX_RATIO)
 
 
 class Receiver(Channel[Any]):

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask, request
 
 import flask_sockets_channels as sockets
-from tests.server_app import ChatMessage, journal
+from tests.server_app import ChatMessage, journal, release_event
 
 
 class RaisingCallback:
@@ -90,3 +90,17 @@ def register(app: Flask, websocket: bool) -> None:
         connection.done.wait(30)
         outcome = {"name": connection.name, "done": connection.done.wait(0)}
         journal.record(request.args.get("id"), {**outcome, "errors_held": errors.qsize()})
+
+    @app.route("/hostile/deflate-unread", websocket=websocket)
+    @sockets.byte_messages(compression=True)
+    def hostile_deflate_unread(receiver, sender, errors, connection):  # type: ignore[no-untyped-def]
+        """Reads nothing until released, then counts what arrives in order."""
+        key = request.args.get("id", "")
+        sender.put(b"ready")
+        release_event(key).wait(60)
+        count, in_order = 0, True
+        for message in receiver:
+            in_order = in_order and message[:8] == count.to_bytes(8, "big")
+            count += 1
+        connection.done.wait(30)
+        journal.record(key, {"count": count, "in_order": in_order, "close": connection.close_code})

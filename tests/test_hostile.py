@@ -112,6 +112,56 @@ def test_deflate_bomb_stops_inflating_at_the_limit_and_closes_with_1009(fresh: S
     assert error_lines(fresh) == []
 
 
+def test_compressed_messages_are_inflated_only_as_the_receiver_takes_them(
+    fresh: Server,
+) -> None:
+    """Four connections to views that do not read, each sent 2,000 messages
+    that inflate 1000-fold (64 KiB each from about 70 bytes: 140 KB on the
+    wire, 128 MiB inflated): the reader inflates only what ``receiver`` has
+    room for, so each holds about ``recv_channel_buffer`` messages, not a
+    whole read's worth of them."""
+    count, connections = 2000, 4
+    messages = [
+        frame(BINARY, compressed(index.to_bytes(8, "big") + b"\0" * (64 * 1024 - 8)), rsv=4)
+        for index in range(count)
+    ]
+    assert sum(map(len, messages)) < 200 * 1024
+    with deflate_client(fresh, "/hostile/deflate") as warm:
+        warm.send(frame(TEXT, compressed(b"warm-up"), rsv=4))
+        assert warm.read_frame().opcode == TEXT
+    before = memory(fresh)
+    entries = [key() for _ in range(connections)]
+    with contextlib.ExitStack() as stack:
+        clients = []
+        for entry in entries:
+            client = stack.enter_context(
+                deflate_client(fresh, f"/hostile/deflate-unread?id={entry}")
+            )
+            assert client.read_frame().opcode == BINARY  # "ready", compressed
+            clients.append(client)
+        for client in clients:
+            client.send(b"".join(messages))
+        # The socket buffers take all of it: wait until the servers' reads
+        # have nowhere to put the next message (the peak is reached).
+        held = memory(fresh)
+        deadline = time.monotonic() + T
+        while True:
+            time.sleep(0.2)  # RSS offers no event: sample it until it settles
+            now = memory(fresh)
+            if now["VmHWM"] == held["VmHWM"] or time.monotonic() > deadline:
+                break
+            held = now
+        growth = now["VmHWM"] - before["VmHWM"]
+        for entry in entries:
+            assert fresh.get(f"/_release/{entry}")[0] == 200
+        for client in clients:
+            client.send(close_frame(1000))
+            assert client.read_until_close()[-1].close_code == 1000
+    for entry in entries:
+        assert fresh.journal(entry) == {"count": count, "in_order": True, "close": 1000}
+    assert growth < 16 * MIB, f"peak RSS grew {growth} KiB for {connections} connections"
+
+
 def test_empty_fragments_cost_nothing_to_keep(fresh: Server) -> None:
     count = 300_000
     empty = frame(CONTINUATION, b"", fin=False)
