@@ -135,6 +135,7 @@ class Sender(Channel[Any]):
         self._thread: threading.Thread | None = None  # the writer thread, while it runs
         self._retired: list[threading.Thread] = []  # writer threads on their way out
         self._dead = False  # a write failed or the connection ended: drop everything
+        self._close_queued = False  # our close frame is serialised: no ping after it
 
     # -- what the view and the hub call ----------------------------------------
 
@@ -176,18 +177,27 @@ class Sender(Channel[Any]):
     # -- what the connection calls ----------------------------------------------
 
     def send_control(self, chunks: list[bytes], discard: bool = False) -> None:
-        """Write frames the engine produced (pongs, close frames, EOF) ahead
-        of queued data; ``discard`` drops what is queued first (the
-        connection is being closed or failed). Never blocks."""
+        """Write frames the engine produced (pings, pongs, close frames,
+        EOF) ahead of queued data; ``discard`` drops what is queued first
+        (the connection is being closed or failed). Never blocks.
+
+        A ping made before our close frame but handed over after it is
+        dropped: nothing is sent after our close frame but the pongs that
+        RFC 6455 §5.5.2 still asks for until the peer's close arrives.
+        """
         with self.mutex:
             if discard:
                 self._drop_queued()
             for chunk in chunks:
                 opcode = chunk[0] & _OPCODE if chunk else None
+                if opcode == _PING and self._close_queued:
+                    continue
                 if opcode in (_PING, _PONG):
                     self._control.append(chunk)
                     del self._control[:-MAX_CONTROL]
                 else:
+                    if opcode == _CLOSE:
+                        self._close_queued = True
                     self._outbox.append(chunk)
             data = self._claim_next()
         if data is not None:
@@ -310,6 +320,8 @@ class Sender(Channel[Any]):
                 count += 1
                 data = self._wire.serialize(item)
                 if data is not None:
+                    if data[0] & _OPCODE == _CLOSE:
+                        self._close_queued = True
                     parts.append(data)
                     size += len(data)
             self._discard(count)  # taken for sending: done, for Queue.join()

@@ -133,3 +133,31 @@ def test_oversized_frame_header_fails_with_1009_without_buffering(server: Server
         head = bytes([0x82, 0x80 | 127]) + struct.pack("!Q", 1 << 40) + os.urandom(4)
         client.send(head + b"\x00" * 2048)
         assert client.read_frame().close_code == 1009
+
+
+def test_a_ping_made_before_our_close_frame_but_handed_over_after_it_is_not_sent() -> None:
+    """The race of the timer's ping with the view's close: the ping is made
+    while the connection is open, the close frame is written, then the
+    ping reaches the write path. Nothing but pongs may follow our close."""
+    from flask_sockets_channels import Options
+    from flask_sockets_channels.connection import Codec, Connection
+    from flask_sockets_channels.engine import Protocol, Side, State
+
+    ours, theirs = socket.socketpair()
+    theirs.settimeout(T)
+    options = Options(ping_period=None, pong_wait=None, close_timeout=T)
+    connection = Connection(ours, Protocol(Side.SERVER, state=State.OPEN), options, Codec())
+    connection.start()
+    with connection._protocol_lock:  # what the timer's _send_ping makes
+        connection._protocol.send_ping(b"late")
+        ping = connection._protocol.data_to_send()
+    connection.close(1000)
+    peer = RawClient.__new__(RawClient)  # a client over the socket pair
+    peer.sock, peer.buffer = theirs, b""
+    assert [f.opcode for f in peer.read_until_close()] == [CLOSE]
+    connection.sender.send_control(ping)  # the ping arrives after the close went out
+    peer.send(close_frame(1000))
+    rest = peer.read_rest()  # up to the server's EOF
+    theirs.close()
+    assert connection.wait_closed(T)
+    assert rest == b""
