@@ -11,10 +11,19 @@ closes the socket and returns a connection whose ``recv`` raises
 returns at once (``/only-sender``) hits it about once in 200 connections.
 websockets 14 decides on ``handshake_exc`` alone; so does the connection
 class below.
+
+websockets 13 also hands each message over unbuffered: its reader waits
+until ``recv`` takes the message before it reads on. A test that closes
+without reading every message (a "ready" it did not need, a broadcast)
+left the reader blocked on one, and ``close`` waited its whole
+``close_timeout`` (10 s) for the server's close reply behind it. The
+connection class below discards what is not read once it closes, as
+websockets 14 does.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import websockets
@@ -58,6 +67,22 @@ class _HandshakeFixedConnection(ClientConnection):
             self.close_socket()
             self.recv_events_thread.join()
             raise failure
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        discarding = threading.Thread(target=self._discard_unread, name="unread", daemon=True)
+        discarding.start()
+        try:
+            super().close(code, reason)
+        finally:
+            self.close_socket()  # closes the assembler: the discarding ends
+            discarding.join()
+
+    def _discard_unread(self) -> None:
+        try:
+            while True:
+                self.recv_messages.get()
+        except (EOFError, RuntimeError):  # closed; or a recv() is running
+            pass
 
 
 def connect(uri: str, **kwargs: Any) -> ClientConnection:
