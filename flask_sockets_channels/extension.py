@@ -126,7 +126,8 @@ class Sockets:
 
     @property
     def connections(self) -> frozenset[Connection]:
-        """The connections open now (a snapshot)."""
+        """The connections open now, and those that ended while their view
+        still runs (a snapshot)."""
         return frozenset(self._stats.open_connections())
 
     def stats(self) -> Snapshot:

@@ -122,8 +122,10 @@ def test_close_all_with_timeout_waits_for_every_connection(tmp_path: Path) -> No
 
     with serve_app(app, tmp_path / "log") as server, connect(f"{server.ws}/hold") as ws:
         assert ws.recv(timeout=T) == "held"
+        (connection,) = ext.connections
         assert ext.close_all(timeout=T) is True
-        assert ext.connections == frozenset()
+        assert connection.done.is_set()
+        assert released(ext, connection, T)  # its view returned just after
 
 
 def _free_port() -> int:

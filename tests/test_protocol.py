@@ -160,4 +160,5 @@ def test_a_ping_made_before_our_close_frame_but_handed_over_after_it_is_not_sent
     rest = peer.read_rest()  # up to the server's EOF
     theirs.close()
     assert connection.wait_closed(T)
+    ours.close()
     assert rest == b""
