@@ -144,21 +144,22 @@ def test_a_ping_made_before_our_close_frame_but_handed_over_after_it_is_not_sent
     from flask_sockets_channels.engine import Protocol, Side, State
 
     ours, theirs = socket.socketpair()
-    theirs.settimeout(T)
-    options = Options(ping_period=None, pong_wait=None, close_timeout=T)
-    connection = Connection(ours, Protocol(Side.SERVER, state=State.OPEN), options, Codec())
-    connection.start()
-    with connection._protocol_lock:  # what the timer's _send_ping makes
-        connection._protocol.send_ping(b"late")
-        ping = connection._protocol.data_to_send()
-    connection.close(1000)
-    peer = RawClient.__new__(RawClient)  # a client over the socket pair
-    peer.sock, peer.buffer = theirs, b""
-    assert [f.opcode for f in peer.read_until_close()] == [CLOSE]
-    connection.sender.send_control(ping)  # the ping arrives after the close went out
-    peer.send(close_frame(1000))
-    rest = peer.read_rest()  # up to the server's EOF
-    theirs.close()
-    assert connection.wait_closed(T)
-    ours.close()
+    with ours, theirs:
+        theirs.settimeout(T)
+        options = Options(ping_period=None, pong_wait=None, close_timeout=T)
+        protocol = Protocol(Side.SERVER, state=State.OPEN)
+        connection = Connection(ours, protocol, options, Codec())
+        connection.start()
+        with connection._protocol_lock:  # what the timer's _send_ping makes
+            connection._protocol.send_ping(b"late")
+            ping = connection._protocol.data_to_send()
+        connection.close(1000)
+        peer = RawClient.__new__(RawClient)  # a client over the socket pair
+        peer.sock, peer.buffer = theirs, b""
+        assert [f.opcode for f in peer.read_until_close()] == [CLOSE]
+        connection.sender.send_control(ping)  # the ping arrives after the close went out
+        peer.send(close_frame(1000))
+        rest = peer.read_rest()  # up to the server's EOF
+        theirs.shutdown(socket.SHUT_RDWR)
+        assert connection.wait_closed(T)
     assert rest == b""
