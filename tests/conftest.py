@@ -207,6 +207,27 @@ def _server_process(
                 process.wait()
 
 
+@contextlib.contextmanager
+def capacity_server(
+    kind: str, log_path: Path, max_total: int | None = None, metrics: bool = False
+) -> Iterator[Server]:
+    """tests/capacity_app.py on ``kind``: werkzeug in this process, or
+    gunicorn (its settings passed as ``FSC_CAP_*`` variables)."""
+    if kind == "werkzeug":
+        from tests.capacity_app import create_app as create_capacity_app
+
+        app = create_capacity_app(max_total=max_total, metrics=metrics, log_path=str(log_path))
+        with serve_app(app, log_path) as running:
+            yield running
+        return
+    env = {"FSC_CAP_METRICS": "1" if metrics else "0"}
+    if max_total is not None:
+        env["FSC_CAP_MAX_TOTAL"] = str(max_total)
+    app_spec = "tests.capacity_app:create_app()"
+    with gunicorn_server(log_path, app_spec=app_spec, env=env) as running:
+        yield running
+
+
 SERVERS = {"werkzeug": werkzeug_server, "gunicorn": gunicorn_server}
 #: Servers in a process of their own (fresh figures: peak memory, objects).
 PROCESS_SERVERS = {"werkzeug": werkzeug_process_server, "gunicorn": gunicorn_server}

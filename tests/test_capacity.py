@@ -29,7 +29,14 @@ from flask_sockets_channels import Options, limits
 from flask_sockets_channels.testing import HandshakeRejected, WebSocketTestClient
 from tests.capacity_app import create_app
 from tests.client import connect
-from tests.conftest import Server, gunicorn_server, redis_server, serve_app, wait_time
+from tests.conftest import (
+    Server,
+    capacity_server,
+    gunicorn_server,
+    redis_server,
+    serve_app,
+    wait_time,
+)
 from tests.wire import TEXT, RawClient, close_frame, frame
 
 # -- options ----------------------------------------------------------------
@@ -133,15 +140,7 @@ def cap_server(
 ) -> Iterator[Server]:
     """The capacity app, with ``max_total_connections=MAX_TOTAL``."""
     log_path = tmp_path_factory.mktemp("cap-" + request.param) / "server.log"
-    if request.param == "werkzeug":
-        server = serve_app(create_app(max_total=MAX_TOTAL, log_path=str(log_path)), log_path)
-    else:
-        server = gunicorn_server(
-            log_path,
-            app_spec="tests.capacity_app:create_app()",
-            env={"FSC_CAP_MAX_TOTAL": str(MAX_TOTAL)},
-        )
-    with server as running:
+    with capacity_server(request.param, log_path, max_total=MAX_TOTAL) as running:
         yield running
 
 

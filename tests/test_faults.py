@@ -10,6 +10,7 @@ import struct
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -206,6 +207,27 @@ def test_threads_return_to_baseline_after_many_connections(server: Server) -> No
     assert abs(len(server.threads()) - baseline) <= 2, json.dumps(server.threads())
 
 
+def ready_clients(stack: contextlib.ExitStack, server: Server, count: int) -> list[Any]:
+    """``count`` clients of /wait-done, each told "ready" by its view."""
+    clients = [
+        stack.enter_context(connect(f"{server.ws}/wait-done", open_timeout=T)) for _ in range(count)
+    ]
+    for ws in clients:
+        assert ws.recv(timeout=T) == "ready"
+    return clients
+
+
+def close_codes_after_sigterm(server: Server, clients: list[Any]) -> list[int | None]:
+    """SIGTERM the server; the close code each client then receives."""
+    server.process.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+    codes = []
+    for ws in clients:
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=T)
+        codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
+    return codes
+
+
 def test_sigterm_over_the_default_handler_closes_every_connection_with_1001(
     tmp_path: Path,
 ) -> None:
@@ -214,18 +236,8 @@ def test_sigterm_over_the_default_handler_closes_every_connection_with_1001(
     env = {"FSC_TEST_SIGTERM_HANDLER": "1"}
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(werkzeug_process_server(tmp_path / "log", env=env))
-        clients = [
-            stack.enter_context(connect(f"{server.ws}/wait-done", open_timeout=T)) for _ in range(3)
-        ]
-        for ws in clients:
-            assert ws.recv(timeout=T) == "ready"
-        server.process.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
-        codes = []
-        for ws in clients:
-            with pytest.raises(ConnectionClosed) as closed:
-                ws.recv(timeout=T)
-            codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
-        assert codes == [1001] * 3
+        clients = ready_clients(stack, server, 3)
+        assert close_codes_after_sigterm(server, clients) == [1001] * 3
         # Then it ends as SIGTERM's default handling would have.
         assert server.process.wait(T) == -signal.SIGTERM  # type: ignore[attr-defined]
 
@@ -234,19 +246,9 @@ def test_sigterm_closes_every_connection_with_1001_at_once(tmp_path: Path) -> No
     config = str(ROOT / "examples" / "gunicorn.conf.py")
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(gunicorn_server(tmp_path / "log", extra=("-c", config)))
-        clients = [
-            stack.enter_context(connect(f"{server.ws}/wait-done", open_timeout=T))
-            for _ in range(20)
-        ]
-        for ws in clients:
-            assert ws.recv(timeout=T) == "ready"
+        clients = ready_clients(stack, server, 20)
         started = time.monotonic()
-        server.process.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
-        codes = []
-        for ws in clients:
-            with pytest.raises(ConnectionClosed) as closed:
-                ws.recv(timeout=T)
-            codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
+        codes = close_codes_after_sigterm(server, clients)
         elapsed = time.monotonic() - started
         assert codes == [1001] * 20
         assert elapsed < 5  # the graceful timeout is 10 s: closed at its start

@@ -23,7 +23,14 @@ import flask_sockets_channels as sockets
 from flask_sockets_channels import Connection, metrics
 from tests.capacity_app import create_app
 from tests.client import connect
-from tests.conftest import Server, gunicorn_server, released, serve_app, wait_time
+from tests.conftest import (
+    Server,
+    capacity_server,
+    gunicorn_server,
+    released,
+    serve_app,
+    wait_time,
+)
 from tests.wire import RawClient
 
 T = wait_time(5)
@@ -338,13 +345,7 @@ def stats_server(
 ) -> Iterator[Server]:
     """The capacity app with its Prometheus metrics at /metrics."""
     log_path = tmp_path_factory.mktemp("stats-" + request.param) / "server.log"
-    if request.param == "werkzeug":
-        running = serve_app(create_app(metrics=True, log_path=str(log_path)), log_path)
-    else:
-        running = gunicorn_server(
-            log_path, app_spec="tests.capacity_app:create_app()", env={"FSC_CAP_METRICS": "1"}
-        )
-    with running as server:
+    with capacity_server(request.param, log_path, metrics=True) as server:
         yield server
 
 
