@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import threading
 import weakref
@@ -33,6 +34,8 @@ from .modes import to_frame
 from .transport import EntryId, InProcessTransport, Transport
 
 __all__ = ["Hub", "Member"]
+
+logger = logging.getLogger("flask_sockets_channels.hub")
 
 
 class Member:
@@ -128,12 +131,18 @@ class Member:
             return all(self._send(frame, len(catch_up)) for frame in catch_up)
 
     def _send(self, frame: Outgoing, allowance: int) -> bool:
+        """Offer ``frame`` to the sender; False when it is gone, too slow,
+        or its ``offer`` raised (logged here, once: the member is then
+        removed, and the others and the hub's thread go on)."""
         sender = self._sender()
         if sender is None:
             return False
         try:
             queued = bool(sender.offer(frame, self.max_backlog + allowance))  # type: ignore[attr-defined]
         except Closed:
+            return False
+        except Exception:
+            logger.exception("hub: the sender of %r raised in offer(); it leaves the room", self)
             return False
         self.too_slow = not queued  # the sender closed itself with 1008
         return queued
@@ -337,7 +346,8 @@ class Hub:
         self, room: str, entry_id: EntryId, frame: Outgoing, exclude: Collection[int]
     ) -> None:
         """Offer a published message to this process's members (the
-        transport calls it, in publish order); never blocks."""
+        transport calls it, in publish order); never blocks, never raises:
+        a member that is gone, too slow, or whose sender raised is removed."""
         with self._lock:
             members = [m for n, m in self._rooms.get(room, {}).items() if n not in exclude]
         if len(members) > 1:
