@@ -87,9 +87,10 @@ class Member:
         return sender is None or sender.closed
 
     def leave(self) -> None:
-        """Leave the room; idempotent. Never raises: a presence that cannot
-        be removed from Redis now is removed later."""
-        self._hub._remove([self])
+        """Leave the room; idempotent. Across processes, blocks for one
+        Redis write when the member had a presence. Never raises: a
+        presence that cannot be removed from Redis now is removed later."""
+        self._hub._remove([self], write_presence=True)
 
     def __enter__(self) -> Member:
         return self
@@ -254,7 +255,7 @@ class Hub:
             try:
                 history = self._transport.history(room)
             except HubUnavailable:
-                self._remove([member])
+                self._remove([member], write_presence=True)
                 raise
             if not member._replay(history):
                 self._remove([member])
@@ -308,22 +309,27 @@ class Hub:
         return [value for value in local if value is not None] + self._transport.presence(room)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """Wait until the Redis reader (started by the first :meth:`join`)
-        has read the stream on a working connection: messages published
-        since the first join are being delivered here. False after
-        ``timeout`` (Redis unreachable). Returns at once, True, for an
-        in-process hub.
+        """Whether the hub works, waiting up to ``timeout`` seconds for it.
+
+        Once this process has joined: wait until the Redis reader (started
+        by the first :meth:`join`) has read the stream on a working
+        connection (messages published since the first join are being
+        delivered here); ``timeout`` None waits for as long as that takes.
+        In a process that has not joined (one that only publishes): whether
+        Redis answers a PING, asked again until ``timeout``; with
+        ``timeout`` None asked once, which takes at most 7 s. False when
+        Redis cannot be reached in time. True at once in-process.
         """
         return self._transport.wait_ready(timeout)
 
     def members(self, room: str) -> list[Member]:
-        """The members of ``room`` in this process."""
+        """The members of ``room`` in this process. Never waits for Redis."""
         self.sweep(room)
         with self._lock:
             return list(self._rooms.get(room, {}).values())
 
     def rooms(self) -> list[str]:
-        """The rooms that have members in this process."""
+        """The rooms that have members in this process. Never waits for Redis."""
         self.sweep()
         with self._lock:
             return list(self._rooms)
@@ -335,7 +341,8 @@ class Hub:
 
     def sweep(self, room: str | None = None) -> None:
         """Remove the members (of ``room``, or of every room) whose
-        connection has ended."""
+        connection has ended. Never waits for Redis: their presence is
+        removed there by the reader, soon."""
         with self._lock:
             rooms = [self._rooms.get(room, {})] if room is not None else self._rooms.values()
             gone = [member for members in rooms for member in members.values() if member.gone]
@@ -364,7 +371,12 @@ class Hub:
         some and for ``rooms`` (the transport calls it after a reconnect)."""
         with self._lock:
             present = {r for r, ms in self._rooms.items() if any(m.presence for m in ms.values())}
-        self._sync_presence(present | set(rooms))
+        self.write_presence(present | set(rooms))
+
+    def write_presence(self, rooms: Iterable[str]) -> None:
+        """Write this process's presence in ``rooms`` (the transport calls
+        it, from its own thread, for the rooms whose members changed)."""
+        self._sync_presence(rooms)
 
     def _sync_presence(self, rooms: Iterable[str]) -> None:
         with self._presence_lock:
@@ -374,7 +386,10 @@ class Hub:
                     values = [m._encoded_presence for m in members if m._encoded_presence]
                 self._transport.set_presence(room, values)
 
-    def _remove(self, members: Iterable[Member]) -> None:
+    def _remove(self, members: Iterable[Member], write_presence: bool = False) -> None:
+        """Take ``members`` out of their rooms. Their presence is written
+        now with ``write_presence`` (one Redis write per room), otherwise
+        later by the transport's thread."""
         changed = set()
         with self._lock:
             for member in members:
@@ -386,8 +401,10 @@ class Hub:
                     del self._rooms[member.room]
                 if member._encoded_presence is not None:
                     changed.add(member.room)
-        if changed:
+        if changed and write_presence:
             self._sync_presence(changed)
+        elif changed:
+            self._transport.presence_changed(changed)
 
     def __repr__(self) -> str:
         return f"<Hub {self.url or 'in-process'} history={self.history}>"

@@ -145,7 +145,7 @@ class RedisTransport:
         self._ready = threading.Event()
         self._reader: _Secret[redis.Redis | None] = _Secret(None)
         self._position: tuple[int, int] | None = None
-        self._unsynced: set[str] = set()  # rooms whose presence write failed
+        self._unsynced: set[str] = set()  # rooms whose presence is to be written
         self._next_refresh = 0.0
         self._redis = self._new_client(
             f"publisher:{os.getpid()}:{self._origin}", COMMAND_TIMEOUT, override=False
@@ -234,6 +234,8 @@ class RedisTransport:
     # -- presence ------------------------------------------------------------
 
     def set_presence(self, room: str, values: list[str]) -> None:
+        """Write this process's presence in ``room`` now (one round trip);
+        if that fails, the reader writes it later. Never raises."""
         key = PREFIX + "presence:" + room
         try:
             with self._client.pipeline(transaction=True) as pipe:
@@ -246,15 +248,17 @@ class RedisTransport:
                 pipe.set(PREFIX + "process:" + self._origin, 1, ex=PROCESS_TTL)
                 pipe.execute()
         except (*_ERRORS, *_REFUSED) as exc:
-            with self._lock:
-                self._unsynced.add(room)
+            self.presence_changed([room])
             logger.warning(
                 "hub: presence in %r not written to %s (%s); retrying",
                 room, self.url, self._scrub(exc),
             )  # fmt: skip
-            return
+
+    def presence_changed(self, rooms: Iterable[str]) -> None:
+        """Have the reader write this process's presence in ``rooms``
+        (after its next read, or at its heartbeat). Never blocks."""
         with self._lock:
-            self._unsynced.discard(room)
+            self._unsynced.update(rooms)
 
     def presence(self, room: str) -> list[Any]:
         """The presence values of the other live processes' members.
@@ -317,8 +321,46 @@ class RedisTransport:
             self._thread.start()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """Wait until the reader has read the stream on a working connection."""
-        return self._ready.wait(timeout)
+        """Once the reader runs (a process that joined): wait until it has
+        read the stream on a working connection. Before (a process that
+        only publishes): whether Redis answers a PING, asked again until
+        ``timeout``; with ``timeout`` None, asked once (at most
+        CONNECT_TIMEOUT + COMMAND_TIMEOUT)."""
+        with self._lock:
+            reading = self._thread is not None and self._thread.is_alive()
+        if reading:
+            return self._ready.wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        attempt = 0
+        while True:
+            if self._answers(None if deadline is None else deadline - time.monotonic()):
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is None or left <= 0:
+                return False
+            time.sleep(min(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)], left))
+            attempt += 1
+
+    def _answers(self, within: float | None) -> bool:
+        """Whether Redis answers a PING within ``within`` seconds (None:
+        CONNECT_TIMEOUT to connect, COMMAND_TIMEOUT for the answer)."""
+        connect_timeout, timeout = CONNECT_TIMEOUT, COMMAND_TIMEOUT
+        if within is not None:
+            connect_timeout, timeout = (
+                max(0.001, min(t, within)) for t in (connect_timeout, timeout)
+            )
+        client = None
+        try:
+            # Connects at once: a single-connection client.
+            client = self._new_client(
+                f"ping:{os.getpid()}:{self._origin}", timeout, True, connect_timeout
+            ).value
+            return bool(client.ping())
+        except (*_ERRORS, *_REFUSED):
+            return False
+        finally:
+            if client is not None:
+                _dispose(client)
 
     def close(self) -> None:
         """Stop the reader and wait for it (at most CLOSE_WAIT seconds)."""
@@ -368,6 +410,8 @@ class RedisTransport:
                     if time.monotonic() >= next_heartbeat:
                         self._heartbeat(sink)
                         next_heartbeat = time.monotonic() + HEARTBEAT_PERIOD
+                    elif self._unsynced:
+                        sink.write_presence(self._take_unsynced())
             except (*_ERRORS, *_REFUSED) as exc:
                 self._ready.clear()
                 if stop.is_set():
@@ -451,8 +495,9 @@ class RedisTransport:
 
     def _heartbeat(self, sink: Sink, resync: bool = False) -> None:
         """Keep this process in presence; every ROOM_REFRESH_PERIOD, keep
-        its rooms from expiring; write presence again if Redis lost it.
-        Runs on the publishing connections: the reader's only reads."""
+        its rooms from expiring; write the presence that changed, and all
+        of it if Redis lost it. Runs on the publishing connections: the
+        reader's only reads."""
         sink.sweep()
         now = time.monotonic()
         refresh = resync or now >= self._next_refresh
@@ -469,27 +514,42 @@ class RedisTransport:
                         self.history_length, int(3 * ROOM_REFRESH_PERIOD),
                     )  # fmt: skip
             was_alive = pipe.execute()[0] is not None
+        rooms = self._take_unsynced()
+        if resync or not was_alive:
+            sink.resync_presence(rooms)
+        elif rooms:
+            sink.write_presence(rooms)
+
+    def _take_unsynced(self) -> set[str]:
+        """The rooms whose presence is to be written, now marked written:
+        a change after this is marked again."""
         with self._lock:
-            unsynced = set(self._unsynced)
-        if resync or not was_alive or unsynced:
-            sink.resync_presence(unsynced)
+            rooms, self._unsynced = self._unsynced, set()
+        return rooms
 
     # -- helpers -------------------------------------------------------------
 
-    def _new_client(self, role: str, timeout: float, override: bool) -> _Secret[redis.Redis]:
+    def _new_client(
+        self,
+        role: str,
+        timeout: float,
+        override: bool,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> _Secret[redis.Redis]:
         """A client named after ``role`` (CLIENT LIST shows it), never
-        retrying by itself. The reader (``override``) uses its own timeouts
-        whatever the URL says: it must wait out a READ_BLOCK."""
+        retrying by itself. With ``override`` (the reader, a PING), its own
+        timeouts whatever the URL says: the reader must wait out a
+        READ_BLOCK."""
         pool = redis.ConnectionPool.from_url(
             self._url.value,
-            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_connect_timeout=connect_timeout,
             socket_timeout=timeout,
             client_name=PREFIX + role,
             retry=Retry(NoBackoff(), 0),
         )
         if override:
             pool.connection_kwargs.update(
-                socket_timeout=timeout, socket_connect_timeout=CONNECT_TIMEOUT
+                socket_timeout=timeout, socket_connect_timeout=connect_timeout
             )
         return _Secret(redis.Redis(connection_pool=pool, single_connection_client=override))
 

@@ -50,6 +50,9 @@ class Sink(Protocol):
     def resync_presence(self, rooms: Iterable[str]) -> None:
         """Write this process's presence again, for its rooms and ``rooms``."""
 
+    def write_presence(self, rooms: Iterable[str]) -> None:
+        """Write this process's presence in ``rooms``."""
+
 
 class Transport(Protocol):
     """Carries published messages to the hubs of every process."""
@@ -62,7 +65,9 @@ class Transport(Protocol):
         (idempotent; the first join calls it)."""
 
     def wait_ready(self, timeout: float | None) -> bool:
-        """Wait until messages of other processes reach ``sink``."""
+        """Wait until messages of other processes reach the sink; before
+        :meth:`start`, whether the broker answers. Bounded even when
+        ``timeout`` is None."""
 
     def publish(self, room: str, frame: Outgoing, exclude: Collection[int]) -> None:
         """Send ``frame`` to ``room`` in every process, keep it in the room's
@@ -73,8 +78,13 @@ class Transport(Protocol):
         last of them reaches the sink. Raise ``HubUnavailable``."""
 
     def set_presence(self, room: str, values: list[str]) -> None:
-        """Record this process's presence in ``room`` (JSON texts); never
-        raises: what fails is written again later."""
+        """Record this process's presence in ``room`` (JSON texts) now;
+        never raises: what fails is written again later."""
+
+    def presence_changed(self, rooms: Iterable[str]) -> None:
+        """Record this process's presence in ``rooms`` later, from the
+        transport's own thread; never blocks (what ``Hub.rooms()`` and
+        ``Hub.members()`` call: statistics never wait for Redis)."""
 
     def presence(self, room: str) -> list[Any]:
         """The presence values of the other processes' members of ``room``;
@@ -132,6 +142,9 @@ class InProcessTransport:
 
     def set_presence(self, room: str, values: list[str]) -> None:
         return None  # the hub's members are all the presence there is
+
+    def presence_changed(self, rooms: Iterable[str]) -> None:
+        return None
 
     def presence(self, room: str) -> list[Any]:
         return []
