@@ -44,7 +44,7 @@ from .loglimit import LogLimit
 from .options import LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options
 from .options import seconds as to_seconds
 from .reader import Receiver
-from .wire import CloseFrame, Writing
+from .wire import HEARTBEAT, CloseFrame, Writing
 from .writer import Sender
 
 __all__ = ["Codec", "Connection"]
@@ -356,6 +356,8 @@ class Connection(Writing):
             elif self._ping_period is not None and now >= self._next_ping:
                 self._next_ping = now + self._ping_period
                 self._send_ping()
+                if self.options.heartbeat:
+                    self.sender.send_if_idle(HEARTBEAT)
         return self._next_due(now)
 
     def _next_due(self, now: float) -> float | None:

@@ -78,6 +78,11 @@ class Options:
             client's list that is also here is chosen and echoed.
         close_timeout: How long to wait for the peer's close frame.
         compression: Accept permessage-deflate when the client offers it.
+        heartbeat: Send an empty text message with each ping: a browser
+            answers pings but its page never sees them; the browser client
+            (``static/client.js``, its ``idleTimeout``) takes this message
+            as a sign of life and drops it. Off by default: other clients
+            would receive empty messages.
         max_connections: Open connections of this view in this process; the
             handshake past it is answered 503 with ``Retry-After``. 0 refuses
             every handshake; ``None`` means no limit.
@@ -110,6 +115,7 @@ class Options:
     subprotocols: Sequence[str] = ()
     close_timeout: Duration = 5.0
     compression: bool = False
+    heartbeat: bool = False
     max_connections: int | None = None
     max_connections_per_client: int | None = None
     rate_limit: tuple[float, float] | None = None
@@ -128,7 +134,7 @@ class Options:
         if not isinstance(self.logger, (logging.Logger, logging.LoggerAdapter)):
             raise ValueError(f"logger must be a logging.Logger, not {self.logger!r}")
         set_(self, "log_level", _log_level(self.log_level))
-        for name in ("skip_logging", "compression"):
+        for name in ("skip_logging", "compression", "heartbeat"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
         set_(self, "write_wait", _seconds("write_wait", self.write_wait, optional=True))

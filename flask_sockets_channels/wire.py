@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import engine
-from .engine import State
+from .engine import Outgoing, State
 from .exceptions import CloseCode, ConnectionClosedError, SocketsError, WriteTimeout
 from .keepalive import scheduler
 from .options import LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, Options
@@ -24,7 +24,7 @@ from .options import seconds as to_seconds
 from .reader import Reading
 from .writer import send_all, send_nowait
 
-__all__ = ["CloseFrame", "Writing"]
+__all__ = ["HEARTBEAT", "CloseFrame", "Writing"]
 
 
 class CloseFrame:
@@ -32,6 +32,10 @@ class CloseFrame:
 
     def __init__(self, code: int, reason: str) -> None:
         self.code, self.reason = code, reason
+
+
+#: ``Options.heartbeat``'s empty text message (not counted as a message).
+HEARTBEAT = Outgoing(True, b"")
 
 
 class Writing(Reading):
@@ -95,8 +99,9 @@ class Writing(Reading):
             return data[0] if len(data) == 1 else b"".join(data)
         if self._protocol.state is not State.OPEN:
             return None
-        self.messages_out += 1
-        self.bytes_out += len(item.data)
+        if item is not HEARTBEAT:
+            self.messages_out += 1
+            self.bytes_out += len(item.data)
         return engine.data_frame(item, self._protocol)
 
     def more_to_read(self) -> bool:

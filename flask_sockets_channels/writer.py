@@ -40,7 +40,7 @@ import threading
 import time
 from typing import Any, Callable, Protocol
 
-from .channels import Channel
+from .channels import Channel, Closed
 from .engine import Outgoing
 
 __all__ = ["EOF", "Sender", "Wire"]
@@ -175,6 +175,16 @@ class Sender(Channel[Any]):
         return False
 
     # -- what the connection calls ----------------------------------------------
+
+    def send_if_idle(self, frame: Any) -> None:
+        """Write ``frame`` now if nothing is queued or being written, else
+        drop it (frames are flowing anyway). Never blocks, never queues."""
+        try:
+            data = self._claim(frame)
+        except Closed:
+            return
+        if data is not None:
+            self._write_from(data)
 
     def send_control(self, chunks: list[bytes], discard: bool = False) -> None:
         """Write frames the engine produced (pings, pongs, close frames,

@@ -373,6 +373,13 @@ def create_app(extension: bool = True) -> Flask:
             sender.put(message)
         _report(connection, errors, _entry_id())
 
+    @app.route("/heartbeat", websocket=websocket)
+    @sockets.messages(ping_period=0.3, pong_wait=0.9, heartbeat=True)
+    def heartbeat(receiver, sender):  # type: ignore[no-untyped-def]
+        sender.put("ready")
+        for message in receiver:
+            sender.put(message)
+
     @app.route("/put-after-close", websocket=websocket)
     @sockets.messages()
     def put_after_close(receiver, sender, done, errors, connection):  # type: ignore[no-untyped-def]

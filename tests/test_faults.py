@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.client import connect
 from tests.conftest import ROOT, Server, gunicorn_server, wait_time, werkzeug_process_server
-from tests.wire import BINARY, PING, TEXT, RawClient, frame
+from tests.wire import BINARY, PING, PONG, TEXT, RawClient, frame
 
 T = wait_time(5)
 
@@ -58,6 +58,24 @@ def test_peer_that_answers_pings_stays_connected_past_pong_wait(server: Server) 
             assert ws.recv(timeout=T) == "tick"
             ws.ping().wait(T)  # also keeps the client reading control frames
             time.sleep(0.1)  # pacing a live client, not synchronisation
+
+
+def test_heartbeat_sends_an_empty_text_message_with_each_ping(server: Server) -> None:
+    """What a browser's page can see of keepalive (it never sees pings)."""
+    with RawClient(server.port) as client:
+        client.open("/heartbeat")
+        assert client.read_frame().text == "ready"
+        seen = []
+        while len(seen) < 6:
+            received = client.read_frame()
+            if received.opcode == PING:
+                client.send(frame(PONG, received.payload))
+            seen.append((received.opcode, received.payload if received.opcode == TEXT else None))
+        client.send(frame(TEXT, b"echo"))
+        while (received := client.read_frame()).opcode != TEXT or received.payload == b"":
+            pass
+        assert received.text == "echo"
+    assert seen == [(PING, None), (TEXT, b"")] * 3
 
 
 def test_frames_from_the_peer_count_as_alive(server: Server) -> None:

@@ -28,6 +28,7 @@ def test_defaults_match_the_spec() -> None:
     assert options.subprotocols == ()
     assert options.close_timeout == 5
     assert options.compression is False
+    assert options.heartbeat is False
 
 
 def test_log_level_constants_and_strings() -> None:
@@ -82,6 +83,7 @@ def test_zeros_and_nones_are_honoured(overrides: dict[str, object]) -> None:
         {"subprotocols": [1]},
         {"close_timeout": -1},
         {"compression": "yes"},
+        {"heartbeat": 1},
         {"skip_logging": 1},
     ],
 )
