@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 from werkzeug.routing.exceptions import WebsocketMismatch
 
+from .browser import serve_client
 from .exceptions import CloseCode, is_sendable_code
 from .handshake import NotUpgrade
 from .hub import Hub
@@ -53,6 +54,9 @@ class Sockets:
       answered 503 with ``Retry-After`` and nothing of the view runs;
     * :meth:`stats`: what happened in this process (connections, refused
       handshakes, messages, bytes, close codes, errors, the hub);
+    * the browser client, a plain script that reconnects and resumes hub
+      rooms, at ``url_for("sockets_channels.static", filename="client.js")``
+      (or ``client.mjs``, an ES module);
     * :attr:`hub`, made from ``SOCKETS_HUB_URL`` (``None``: in-process;
       ``redis://...``: across processes), so that one setting moves an app
       from one process to many; ``SOCKETS_HUB_HISTORY`` (default 0) is how
@@ -104,6 +108,7 @@ class Sockets:
             options.log(LOG_LEVEL_WARNING, "unknown config key %s is ignored", key)
         app.extensions[EXTENSION_KEY] = self
         app.extensions[LIMITS_KEY] = Limits(max_total)
+        serve_client(app)
         if self._count_refusal not in app.after_request_funcs.get(None, []):
             app.after_request(self._count_refusal)
         for view in app.view_functions.values():

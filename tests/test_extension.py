@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, url_for
 
 import flask_sockets_channels as sockets
 from tests.client import connect
@@ -165,3 +165,19 @@ def test_flask_run_serves_websockets(tmp_path: Path, debug: bool) -> None:
         process.terminate()
         _, stderr = process.communicate(timeout=wait_time(10))
     assert b"Traceback" not in stderr
+
+
+def test_the_extension_serves_the_browser_client_from_the_installed_package() -> None:
+    app = Flask(__name__)
+    sockets.Sockets(app)
+    with app.test_request_context():
+        script = url_for("sockets_channels.static", filename="client.js")
+        module = url_for("sockets_channels.static", filename="client.mjs")
+    assert script == "/_sockets_channels/client.js"
+    client = app.test_client()
+    expected = {script: b"FlaskSocketsChannels", module: b"export const { Socket, after }"}
+    for url, text in expected.items():
+        with client.get(url) as response:
+            assert response.status_code == 200
+            assert response.mimetype == "text/javascript"
+            assert text in response.data
