@@ -33,9 +33,13 @@ from .exceptions import HubUnavailable
 from .modes import to_frame
 from .transport import EntryId, InProcessTransport, Transport
 
-__all__ = ["Hub", "Member"]
+__all__ = ["MAX_MESSAGE_SIZE", "Hub", "Member"]
 
 logger = logging.getLogger("flask_sockets_channels.hub")
+
+#: The largest message (its encoded payload, in bytes) a hub publishes by
+#: default: what a socket view accepts by default (``Options.max_message_size``).
+MAX_MESSAGE_SIZE = 65536
 
 
 class Member:
@@ -112,8 +116,12 @@ class Member:
             if self._held is not None:
                 self._held.append((entry_id, frame))
                 return True
-            if self._floor is not None and entry_id <= self._floor:
-                return True  # it came with the replay
+            if self._floor is not None:
+                if entry_id <= self._floor:
+                    return True  # it came with the replay
+                # Ids grow: no later message came with it. (Forgotten, so
+                # that ids that went back with Redis are not taken for it.)
+                self._floor = None
             return self._send(frame, 0)
 
     def _replay(self, history: list[tuple[EntryId, Outgoing]]) -> bool:
@@ -159,16 +167,26 @@ class Hub:
     Args:
         history: How many of each room's last messages to keep for
             ``join(..., replay=True)`` (0: none).
+        max_message_size: The largest message :meth:`publish` takes, in
+            bytes of its encoded payload. A room's history holds at most
+            ``history * max_message_size`` bytes.
         transport: How messages travel (internal; :meth:`from_url` picks it).
 
     Raises:
-        ValueError: ``history`` is negative.
+        ValueError: ``history`` is negative, or ``max_message_size`` is not
+            a positive int.
     """
 
-    def __init__(self, history: int = 0, *, transport: Transport | None = None) -> None:
-        if isinstance(history, bool) or not isinstance(history, int) or history < 0:
-            raise ValueError(f"history must be an int >= 0, not {history!r}")
+    def __init__(
+        self,
+        history: int = 0,
+        *,
+        max_message_size: int = MAX_MESSAGE_SIZE,
+        transport: Transport | None = None,
+    ) -> None:
+        _check_sizes(history, max_message_size)
         self.history = history
+        self.max_message_size = max_message_size
         self._transport: Transport = transport or InProcessTransport(history)
         self._reset()
         _hubs.add(self)
@@ -185,22 +203,36 @@ class Hub:
         self._presence_lock = threading.Lock()
 
     @classmethod
-    def from_url(cls, url: str | None, history: int = 0) -> Hub:
+    def from_url(
+        cls, url: str | None, history: int = 0, *, max_message_size: int = MAX_MESSAGE_SIZE
+    ) -> Hub:
         """A hub for ``url``: ``None`` or ``"memory://"`` for in-process,
         ``redis://``, ``rediss://`` or ``unix://`` for Redis (needs the
         ``redis`` extra: ``pip install flask-sockets-channels[redis]``).
-        Connects on first use, not now.
+        Connects on first use, not now. ``history`` and
+        ``max_message_size`` as for :class:`Hub`.
 
         Raises:
             ValueError: The URL is malformed or its scheme is not supported
-                (the message never shows its password).
+                (the message never shows its password); ``history`` or
+                ``max_message_size`` is out of range.
             ImportError: ``redis`` is not installed.
         """
         if url is None or url == "memory://":
-            return cls(history)
-        from .redis_transport import RedisTransport
+            return cls(history, max_message_size=max_message_size)
+        _check_sizes(history, max_message_size)  # before making connections
+        try:
+            from .redis_transport import RedisTransport
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] != "redis":
+                raise
+            raise ImportError(
+                "Hub.from_url('redis://...') needs redis-py:"
+                " pip install flask-sockets-channels[redis]"
+            ) from exc
 
-        return cls(history, transport=RedisTransport(url, history))
+        transport = RedisTransport(url, history)
+        return cls(history, max_message_size=max_message_size, transport=transport)
 
     @property
     def url(self) -> str | None:
@@ -276,10 +308,17 @@ class Hub:
 
         Raises:
             TypeError: ``message`` cannot be serialised.
+            ValueError: ``message`` encodes to more than
+                ``max_message_size`` bytes; nothing was sent.
             HubUnavailable: Redis cannot be reached; ``maybe_delivered``
                 tells whether it may still have taken the message.
         """
         frame = to_frame(message)
+        if len(frame.data) > self.max_message_size:
+            raise ValueError(
+                f"a message of {len(frame.data)} bytes is larger than the hub's"
+                f" max_message_size ({self.max_message_size} bytes)"
+            )
         self.sweep(room)
         with self._lock:
             members = dict(self._rooms.get(room, {}))
@@ -293,6 +332,14 @@ class Hub:
     def reconnects(self) -> int:
         """How many times the connection to Redis was lost and made again."""
         return int(getattr(self._transport, "reconnects", 0))
+
+    @property
+    def messages_lost(self) -> int:
+        """How many messages published through Redis never reached this
+        process: the stream dropped them (past its bounds) before this
+        process's reader read them, while it was behind or away. Each loss
+        is also logged as a warning."""
+        return int(getattr(self._transport, "messages_lost", 0))
 
     def presence(self, room: str) -> list[Any]:
         """The ``presence`` values of the members of ``room`` in every
@@ -408,6 +455,14 @@ class Hub:
 
     def __repr__(self) -> str:
         return f"<Hub {self.url or 'in-process'} history={self.history}>"
+
+
+def _check_sizes(history: Any, max_message_size: Any) -> None:
+    """Raise ValueError unless ``history`` is an int >= 0 and
+    ``max_message_size`` an int >= 1."""
+    for name, value, least in (("history", history, 0), ("max_message_size", max_message_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an int >= {least}, not {value!r}")
 
 
 def _numbers(members: dict[int, Member], exclude: Any) -> frozenset[int]:

@@ -1,27 +1,19 @@
 """The hub's Redis transport: one stream for every room, one reader thread
 per process.
 
-What it keeps in Redis (``P`` is ``flask-sockets-channels:``)::
+What it keeps in Redis, and the scripts that change it, are in
+:mod:`.redis_scripts`. ``publish`` is one script: it adds the message to the
+stream and to the room's history at once (a replay that reads the history
+has every message up to its last id), and trims the stream to
+STREAM_LENGTH messages and STREAM_BYTES bytes.
 
-    P stream              every message: XADD MAXLEN ~ STREAM_LENGTH; fields
-                          r (room), f (kind b"t"/b"b" + payload),
-                          o (publishing process), x (members it excluded there)
-    P history:<room>      the room's last messages (XADD MAXLEN N): i (stream
-                          id), f; expires ROOM_TTL after its last message or member
-    P history-length      the largest history a reading process keeps, so that
-                          a publisher without one (a script) keeps as many
-    P presence:<room>     hash: process -> JSON list of its members' presence
-    P process:<process>   exists while the process lives (its heartbeat sets it
-                          every HEARTBEAT_PERIOD, for PROCESS_TTL seconds)
-
-``publish`` is one script (XADD to the stream and to the room's history, at
-once: a replay that reads the history has every message up to its last id).
-Each process's reader follows the stream with ``XREAD BLOCK`` from the last
-id it delivered, and delivers every message, its own process's too, in
-stream order. A reader that lost its connection reads on from that id when
-it is back, so a blip loses nothing (unless STREAM_LENGTH messages came
-meanwhile). A reply that does not come within READ_TIMEOUT means a dead
-(half-open) connection: the reader drops it and connects again.
+Each process's reader follows the stream from the last id it delivered and
+delivers every message, its own process's too, in stream order. A reader
+that lost its connection reads on from that id when it is back, so a blip
+loses nothing unless the stream's bounds were passed meanwhile; what it
+missed then, or while it fell behind, it counts and logs. A reply that does
+not come within READ_TIMEOUT means a dead (half-open) connection: the reader
+drops it and connects again.
 """
 
 from __future__ import annotations
@@ -39,18 +31,29 @@ from collections.abc import Collection, Iterable
 from typing import Any, Generic, NoReturn, TypeVar, cast
 from urllib.parse import urlsplit
 
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from . import redis_stream
 from .engine import Outgoing
 from .exceptions import HubUnavailable
+from .redis_scripts import (
+    ADVERTISE_HISTORY,
+    HEARTBEAT,
+    HISTORY_LENGTH,
+    PREFIX,
+    PROCESSES,
+    PUBLISH,
+    SET_PRESENCE,
+    STREAM,
+    STREAM_BYTES_KEY,
+    STREAM_SINCE,
+    run_script,
+    script_sha,
+)
+from .redis_stream import StreamFollower, frame_of, parse_id, payload_of, read_stream, text_of
 from .transport import ROOM_TTL, EntryId, Sink, display_url, url_secrets
-
-try:
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "Hub.from_url('redis://...') needs redis-py: pip install flask-sockets-channels[redis]"
-    ) from exc
 
 __all__ = ["RedisTransport"]
 
@@ -58,11 +61,8 @@ T = TypeVar("T")
 
 logger = logging.getLogger("flask_sockets_channels.hub")
 
-PREFIX = "flask-sockets-channels:"
-STREAM = PREFIX + "stream"
-HISTORY_LENGTH = PREFIX + "history-length"
-#: Messages the stream keeps for readers that come back from a blip (about).
-STREAM_LENGTH = 10_000
+# Read when used: set them before the hub starts. The stream's bounds are
+# in redis_stream.
 #: How long one XREAD waits for a message.
 READ_BLOCK = 5.0
 #: No reply for this long: the reader's connection is dead.
@@ -70,34 +70,18 @@ READ_TIMEOUT = READ_BLOCK + 10.0
 HEARTBEAT_PERIOD = 5.0
 #: A process that stopped its heartbeat this long ago is gone from presence.
 PROCESS_TTL = 20
+#: How many dead processes one heartbeat removes from presence at most.
+REAP_LIMIT = 100
 #: How often a process keeps its rooms' history and presence from expiring.
 ROOM_REFRESH_PERIOD = 60.0
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
-READ_COUNT = 1000
 RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 #: How long close() waits for the reader thread.
 CLOSE_WAIT = 5.0
 
-_PUBLISH = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-                      'r', ARGV[3], 'f', ARGV[4], 'o', ARGV[5], 'x', ARGV[6])
-local keep = math.max(tonumber(ARGV[2]), tonumber(redis.call('GET', KEYS[3]) or '0') or 0)
-if keep > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', keep, '*', 'i', id, 'f', ARGV[4])
-  redis.call('EXPIRE', KEYS[2], ARGV[7])
-end
-return id
-"""
-_ADVERTISE_HISTORY = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') <= tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-end
-return 1
-"""
 _ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 _REFUSED = (redis.exceptions.ResponseError, redis.exceptions.BusyLoadingError)
-_TEXT, _BINARY = b"t", b"b"
 # redis-py < 5.3 wants a command name here; later versions warn when given one.
 _CHECKOUT_PARAMETER = inspect.signature(redis.ConnectionPool.get_connection).parameters.get(
     "command_name"
@@ -122,6 +106,10 @@ class RedisTransport:
     """Publishes to the Redis stream and delivers what every process
     published to this process's hub.
 
+    Attributes:
+        reconnects: How many times the reader lost its connection and made
+            it again.
+
     Raises:
         ValueError: ``url`` is malformed or not a Redis URL (the message
             never shows its password).
@@ -144,12 +132,19 @@ class RedisTransport:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._reader: _Secret[redis.Redis | None] = _Secret(None)
-        self._position: tuple[int, int] | None = None
+        self._follower = StreamFollower(self.url, self._origin)  # the reader's
         self._unsynced: set[str] = set()  # rooms whose presence is to be written
         self._next_refresh = 0.0
+        self._last_heartbeat: float | None = None
         self._redis = self._new_client(
             f"publisher:{os.getpid()}:{self._origin}", COMMAND_TIMEOUT, override=False
         )
+
+    @property
+    def messages_lost(self) -> int:
+        """Messages the reader never read: trimmed from the stream (past its
+        bounds) while it was behind or away. Counted with Redis 7 and later."""
+        return self._follower.messages_lost
 
     @property
     def _client(self) -> redis.Redis:
@@ -165,40 +160,47 @@ class RedisTransport:
     # -- publishing ----------------------------------------------------------
 
     def publish(self, room: str, frame: Outgoing, exclude: Collection[int]) -> None:
-        """Add ``frame`` to the stream and to the room's history.
+        """Add ``frame`` to the stream and to the room's history, and trim
+        the stream to its bounds.
 
         Raises:
             HubUnavailable: With ``maybe_delivered`` False when no
                 connection could be made or Redis refused the script, True
                 when it was sent and no reply came.
         """
-        payload = (_TEXT if frame.text else _BINARY) + frame.data
-        keys = (STREAM, PREFIX + "history:" + room, HISTORY_LENGTH)
-        args = (STREAM_LENGTH, self.history_length, room, payload, self._origin)
+        payload = payload_of(frame)
+        keys = (STREAM, STREAM_BYTES_KEY, STREAM_SINCE, PREFIX + "history:" + room, HISTORY_LENGTH)
         excluded = ",".join(map(str, sorted(exclude)))
-        self._send_once("EVAL", _PUBLISH, len(keys), *keys, *args, excluded, int(ROOM_TTL))
+        args = (room, payload, self._origin, excluded, self.history_length, int(ROOM_TTL))
+        bounds = (redis_stream.STREAM_LENGTH, redis_stream.STREAM_BYTES)
+        self._send_once(keys, (*args, *bounds))
 
-    def _send_once(self, *command: Any) -> Any:
-        """Run ``command`` once, never retried (a retry after a timeout could
-        deliver it twice), and tell whether a failure may have delivered it."""
+    def _send_once(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        """Run the publish script once, never retried (a retry after a
+        timeout could deliver it twice), and tell whether a failure may
+        have delivered it. Sends the script itself only when Redis does
+        not know it yet (NOSCRIPT: nothing was run)."""
         pool = self._client.connection_pool
         try:
             connection = _checkout(pool)
         except _ERRORS as exc:
             self._raise(exc, maybe_delivered=False)
         try:
-            try:
-                connection.send_command(*command)
-            except _ERRORS as exc:  # a partial command is never run
-                connection.disconnect()
-                self._raise(exc, maybe_delivered=False)
-            try:
-                return connection.read_response()
-            except _REFUSED as exc:
-                self._raise(exc, maybe_delivered=False)
-            except _ERRORS as exc:
-                connection.disconnect()
-                self._raise(exc, maybe_delivered=True)
+            for command in (("EVALSHA", script_sha(PUBLISH)), ("EVAL", PUBLISH)):
+                try:
+                    connection.send_command(*command, len(keys), *keys, *args)
+                except _ERRORS as exc:  # a partial command is never run
+                    connection.disconnect()
+                    self._raise(exc, maybe_delivered=False)
+                try:
+                    return connection.read_response()
+                except redis.exceptions.NoScriptError:
+                    continue
+                except _REFUSED as exc:
+                    self._raise(exc, maybe_delivered=False)
+                except _ERRORS as exc:
+                    connection.disconnect()
+                    self._raise(exc, maybe_delivered=True)
         finally:
             pool.release(connection)
 
@@ -226,7 +228,7 @@ class RedisTransport:
         kept = []
         for _, fields in reversed(entries or []):
             try:
-                kept.append((_parse_id(fields[b"i"]), _frame(fields[b"f"])))
+                kept.append((parse_id(fields[b"i"]), frame_of(fields[b"f"])))
             except (KeyError, ValueError) as exc:
                 logger.warning("hub: dropped a malformed history entry of %r: %s", room, exc)
         return kept
@@ -236,17 +238,16 @@ class RedisTransport:
     def set_presence(self, room: str, values: list[str]) -> None:
         """Write this process's presence in ``room`` now (one round trip);
         if that fails, the reader writes it later. Never raises."""
-        key = PREFIX + "presence:" + room
+        keys = (
+            PREFIX + "presence:" + room,
+            PREFIX + "rooms:" + self._origin,
+            PREFIX + "process:" + self._origin,
+            PROCESSES,
+        )
+        value = "[" + ",".join(values) + "]" if values else ""
+        args = (self._origin, room, value, PROCESS_TTL, int(ROOM_TTL))
         try:
-            with self._client.pipeline(transaction=True) as pipe:
-                if values:
-                    pipe.hset(key, self._origin, "[" + ",".join(values) + "]")
-                    pipe.expire(key, int(ROOM_TTL))
-                else:
-                    pipe.hdel(key, self._origin)
-                # Others list this process's members only while this key lives.
-                pipe.set(PREFIX + "process:" + self._origin, 1, ex=PROCESS_TTL)
-                pipe.execute()
+            run_script(self._client, SET_PRESENCE, keys, args)
         except (*_ERRORS, *_REFUSED) as exc:
             self.presence_changed([room])
             logger.warning(
@@ -269,7 +270,7 @@ class RedisTransport:
         key = PREFIX + "presence:" + room
         try:
             fields = cast("dict[Any, Any]", self._client.hgetall(key))
-            others = {_text(k): v for k, v in fields.items() if _text(k) != self._origin}
+            others = {text_of(k): v for k, v in fields.items() if text_of(k) != self._origin}
             keys = [PREFIX + "process:" + p for p in others]
             alive = cast("list[Any]", self._client.mget(keys)) if others else []
         except (*_ERRORS, *_REFUSED) as exc:
@@ -306,12 +307,18 @@ class RedisTransport:
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return
-        position = self._stream_end()
+        try:
+            state = read_stream(self._client, (0, 0), 0)[0]
+        except (*_ERRORS, *_REFUSED):
+            state = None
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return  # another join started it meanwhile
             self._stop = threading.Event()
-            self._position = position
+            if state is None:
+                self._follower.position = None
+            else:
+                self._follower.start_at(state)
             self._thread = threading.Thread(
                 target=self._read_loop,
                 args=(sink, self._stop),
@@ -392,26 +399,19 @@ class RedisTransport:
                     self._reader = _Secret(client)
                 if stop.is_set():
                     break
-                self._resume(client)
+                if self._follower.position is None:  # Redis did not answer at start()
+                    self._follower.start_at(read_stream(client, (0, 0), 0)[0])
                 if failures:
                     # Counted before anything is delivered on the new
                     # connection: whoever got a message sees the reconnect.
                     self.reconnects += 1
                     logger.info("hub: reconnected to %s", self.url)
-                self._read(client, sink, block=None)
+                while not self._follower.catch_up(client, sink):
+                    pass
                 self._heartbeat(sink, resync=True)
                 self._ready.set()
                 failures = 0
-                next_heartbeat = time.monotonic() + HEARTBEAT_PERIOD
-                while not stop.is_set():
-                    # Wake for the heartbeat: PROCESS_TTL must never lapse.
-                    until_heartbeat = next_heartbeat - time.monotonic()
-                    self._read(client, sink, block=min(READ_BLOCK, max(0.01, until_heartbeat)))
-                    if time.monotonic() >= next_heartbeat:
-                        self._heartbeat(sink)
-                        next_heartbeat = time.monotonic() + HEARTBEAT_PERIOD
-                    elif self._unsynced:
-                        sink.write_presence(self._take_unsynced())
+                self._follow(client, sink, stop)
             except (*_ERRORS, *_REFUSED) as exc:
                 self._ready.clear()
                 if stop.is_set():
@@ -433,76 +433,41 @@ class RedisTransport:
                     _dispose(client)
         self._ready.clear()
 
-    def _stream_end(self) -> tuple[int, int] | None:
-        """The id of the stream's last message now ((0, 0): no stream yet,
-        read it from its start); ``None`` if Redis does not answer."""
-        try:
-            info = _stream_info(self._client)
-        except (*_ERRORS, *_REFUSED):
-            return None
-        return _parse_id(info["last-generated-id"]) if info else (0, 0)
-
-    def _resume(self, client: redis.Redis) -> None:
-        """Find where to read from: where this reader left off, unless
-        Redis lost the stream meanwhile."""
-        info = _stream_info(client)
-        last = _parse_id(info["last-generated-id"]) if info else (0, 0)
-        if self._position is None:
-            self._position = last
-            return
-        if last < self._position:
-            logger.warning(
-                "hub: %s lost its stream (restarted empty?): what it had not delivered"
-                " here is lost",
-                self.url,
-            )
-            self._position = (0, 0)
-            return
-        deleted = info.get("max-deleted-entry-id")
-        if deleted is not None and _parse_id(deleted) > self._position:
-            logger.warning(
-                "hub: more than %d messages were published while this process was"
-                " away from %s: the oldest of them are lost here",
-                STREAM_LENGTH, self.url,
-            )  # fmt: skip
-
-    def _read(self, client: redis.Redis, sink: Sink, block: float | None) -> None:
-        """Read the next messages (waiting up to ``block`` seconds for one)
-        and deliver them, in stream order."""
-        assert self._position is not None
-        position = "{}-{}".format(*self._position)
-        reply = client.xread(
-            {STREAM: position},
-            count=READ_COUNT,
-            block=None if block is None else int(block * 1000),
-        )
-        for raw_id, fields in _entries(reply):
-            self._position = _parse_id(raw_id)
-            self._dispatch(self._position, fields, sink)
-
-    def _dispatch(self, entry_id: tuple[int, int], fields: dict[bytes, bytes], sink: Sink) -> None:
-        """Deliver one stream entry; log and drop a malformed one."""
-        try:
-            room = fields[b"r"].decode()
-            frame = _frame(fields[b"f"])
-            ours = fields.get(b"o", b"").decode() == self._origin
-            excluded = fields.get(b"x", b"").decode()
-            exclude = {int(n) for n in excluded.split(",") if n} if ours else set()
-        except (KeyError, ValueError) as exc:  # UnicodeDecodeError included
-            logger.warning("hub: dropped malformed message %d-%d: %s", *entry_id, exc)
-            return
-        sink.deliver(room, entry_id, frame, exclude)
+    def _follow(self, client: redis.Redis, sink: Sink, stop: threading.Event) -> None:
+        """Deliver the stream's messages as they come, and keep the
+        heartbeat, until ``stop`` (or a Redis error, which it raises)."""
+        next_heartbeat = time.monotonic() + HEARTBEAT_PERIOD
+        while not stop.is_set():
+            if time.monotonic() >= next_heartbeat:
+                self._heartbeat(sink)
+                next_heartbeat = time.monotonic() + HEARTBEAT_PERIOD
+            elif self._unsynced:
+                sink.write_presence(self._take_unsynced())
+            if not self._follower.catch_up(client, sink):
+                continue  # more to read, or read again from where the stream went back
+            # Wakes for the heartbeat: PROCESS_TTL must never lapse.
+            block = min(READ_BLOCK, max(0.01, next_heartbeat - time.monotonic()))
+            self._follower.wait(client, block)
 
     def _heartbeat(self, sink: Sink, resync: bool = False) -> None:
-        """Keep this process in presence; every ROOM_REFRESH_PERIOD, keep
+        """Keep this process alive in Redis and remove the presence of the
+        processes whose heartbeat stopped; every ROOM_REFRESH_PERIOD, keep
         its rooms from expiring; write the presence that changed, and all
-        of it if Redis lost it. Runs on the publishing connections: the
-        reader's only reads."""
+        of it if Redis may have lost it. Runs on the publishing
+        connections: the reader's only reads."""
         sink.sweep()
         now = time.monotonic()
+        # Late enough that the others may have taken this process for dead
+        # and removed its presence (also when its `process:` key lives:
+        # a presence write sets it too).
+        late = self._last_heartbeat is None or (
+            now - self._last_heartbeat > PROCESS_TTL - COMMAND_TIMEOUT
+        )
         refresh = resync or now >= self._next_refresh
+        keys = (PROCESSES, PREFIX + "process:" + self._origin, PREFIX + "rooms:" + self._origin)
         with self._client.pipeline(transaction=False) as pipe:
-            pipe.set(PREFIX + "process:" + self._origin, 1, ex=PROCESS_TTL, get=True)
+            args = (self._origin, PROCESS_TTL, int(ROOM_TTL), PREFIX, REAP_LIMIT)
+            pipe.eval(HEARTBEAT, len(keys), *keys, *args)
             if refresh:
                 self._next_refresh = now + ROOM_REFRESH_PERIOD
                 for room in sink.rooms():
@@ -510,12 +475,15 @@ class RedisTransport:
                     pipe.expire(PREFIX + "presence:" + room, int(ROOM_TTL))
                 if self.history_length:
                     pipe.eval(
-                        _ADVERTISE_HISTORY, 1, HISTORY_LENGTH,
+                        ADVERTISE_HISTORY, 1, HISTORY_LENGTH,
                         self.history_length, int(3 * ROOM_REFRESH_PERIOD),
                     )  # fmt: skip
-            was_alive = pipe.execute()[0] is not None
+            was_alive, reaped = pipe.execute()[0]
+        self._last_heartbeat = now
+        if reaped:
+            logger.debug("hub: removed %d dead processes from presence", reaped)
         rooms = self._take_unsynced()
-        if resync or not was_alive:
+        if resync or late or not was_alive:
             sink.resync_presence(rooms)
         elif rooms:
             sink.write_presence(rooms)
@@ -607,50 +575,3 @@ def _dispose(client: redis.Redis) -> None:
     given a pool leaves it open)."""
     client.close()
     client.connection_pool.disconnect()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _parse_id(raw: Any) -> tuple[int, int]:
-    milliseconds, _, sequence = _text(raw).partition("-")
-    return int(milliseconds), int(sequence or 0)
-
-
-def _frame(data: bytes) -> Outgoing:
-    kind, payload = data[:1], data[1:]
-    if kind == _TEXT:
-        payload.decode()  # a text frame must be UTF-8
-        return Outgoing(True, payload)
-    if kind == _BINARY:
-        return Outgoing(False, payload)
-    raise ValueError(f"unknown kind {kind!r}")
-
-
-def _stream_info(client: redis.Redis) -> dict[str, Any]:
-    """``XINFO STREAM`` of the hub's stream; empty when there is none yet
-    (nothing published)."""
-    try:
-        stream = cast("dict[Any, Any]", client.xinfo_stream(STREAM))
-    except redis.exceptions.ResponseError:  # no such key
-        return {}
-    return {_text(k): v for k, v in stream.items()}
-
-
-def _entries(reply: Any) -> Iterable[tuple[Any, dict[bytes, bytes]]]:
-    """The entries of an XREAD reply, in RESP2 (a list of [stream, entries])
-    or RESP3 (a map of stream to entries) form."""
-    if not reply:
-        return []
-    streams = reply.values() if isinstance(reply, dict) else [item[1] for item in reply]
-    found = []
-    for entries in streams:
-        for entry in entries:
-            if isinstance(entry[0], list):  # RESP3 nests one level deeper in some versions
-                entry = entry[0]
-            raw_id, fields = entry[0], entry[1]
-            if not isinstance(fields, dict):
-                fields = dict(zip(fields[::2], fields[1::2]))
-            found.append((raw_id, fields))
-    return found
