@@ -427,7 +427,13 @@ def test_a_reader_that_falls_behind_the_stream_says_what_it_lost(
     caplog.set_level(logging.WARNING, "flask_sockets_channels.hub")
     monkeypatch.setattr(redis_stream, "STREAM_LENGTH", 50)
     name, member = new_room(), Holding(1000)
-    with hub_at(redis.url) as hub, hub.join(name, member), hub_at(redis.url) as outside:
+    with (
+        hub_at(redis.url) as hub,
+        hub.join(name, member),
+        hub_at(redis.url) as outside,
+        contextlib.ExitStack() as releasing,
+    ):
+        releasing.callback(member.release.set)  # the hub's reader goes on, whatever happens
         assert hub.wait_ready(T)
         outside.publish(name, "hold")
         assert member.holding.wait(T)
