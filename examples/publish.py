@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     except sockets.HubUnavailable as exc:
         print(exc, file=sys.stderr)
         return 2 if exc.maybe_delivered else 1
+    except ValueError as exc:  # not JSON (--json), or larger than the hub takes
+        print(f"not published: {exc}", file=sys.stderr)
+        return 1
     finally:
         hub.close()
     return 0

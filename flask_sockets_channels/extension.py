@@ -19,7 +19,7 @@ from werkzeug.routing.exceptions import WebsocketMismatch
 from .browser import serve_client
 from .exceptions import CloseCode, is_sendable_code
 from .handshake import NotUpgrade
-from .hub import Hub
+from .hub import MAX_MESSAGE_SIZE, Hub
 from .limits import LIMITS_KEY, Limits, config_max_total
 from .options import LOG_LEVEL_WARNING, integer_limit, resolve_options, unknown_config_keys
 from .session import EXTENSION_KEY, is_socket_view
@@ -60,7 +60,9 @@ class Sockets:
     * :attr:`hub`, made from ``SOCKETS_HUB_URL`` (``None``: in-process;
       ``redis://...``: across processes), so that one setting moves an app
       from one process to many; ``SOCKETS_HUB_HISTORY`` (default 0) is how
-      many of each room's last messages it keeps for a replay.
+      many of each room's last messages it keeps for a replay, and
+      ``SOCKETS_HUB_MAX_MESSAGE_SIZE`` (default 65536) the largest message,
+      in bytes, it publishes.
 
     Stored in ``app.extensions["sockets_channels"]``.
 
@@ -85,6 +87,7 @@ class Sockets:
         self._stats = Stats()
         self._hub_url: str | None = None
         self._hub_history = 0
+        self._hub_max_message_size = MAX_MESSAGE_SIZE
         self._hub: Hub | None = None
         if app is not None:
             self.init_app(app)
@@ -100,10 +103,10 @@ class Sockets:
         if self._hub_url is not None and not isinstance(self._hub_url, str):
             raise ValueError(f"SOCKETS_HUB_URL must be a URL or None, not {self._hub_url!r}")
         max_total = config_max_total(app.config) if self._max_total is None else self._max_total
-        history = app.config.get("SOCKETS_HUB_HISTORY", 0)
-        if isinstance(history, bool) or not isinstance(history, int) or history < 0:
-            raise ValueError(f"SOCKETS_HUB_HISTORY must be an int >= 0, not {history!r}")
-        self._hub_history = history
+        self._hub_history = _config_int(app.config, "SOCKETS_HUB_HISTORY", 0, 0)
+        self._hub_max_message_size = _config_int(
+            app.config, "SOCKETS_HUB_MAX_MESSAGE_SIZE", MAX_MESSAGE_SIZE, 1
+        )
         for key in unknown_config_keys(app.config):
             options.log(LOG_LEVEL_WARNING, "unknown config key %s is ignored", key)
         app.extensions[EXTENSION_KEY] = self
@@ -126,7 +129,11 @@ class Sockets:
         """The app's hub, made on first use from ``SOCKETS_HUB_URL``."""
         with self._lock:
             if self._hub is None:
-                self._hub = Hub.from_url(self._hub_url, history=self._hub_history)
+                self._hub = Hub.from_url(
+                    self._hub_url,
+                    history=self._hub_history,
+                    max_message_size=self._hub_max_message_size,
+                )
             return self._hub
 
     @property
@@ -150,7 +157,7 @@ class Sockets:
         together under ``"application"``),
         ``errors`` (type name -> errors put on ``errors``) and ``hub``
         (``rooms`` and ``members`` in this process, ``published``,
-        ``delivered``, ``slow_consumers_closed``, ``reconnects``).
+        ``delivered``, ``slow_consumers_closed``, ``reconnects``, ``messages_lost``).
 
         Takes a lock shared with the connections' bookkeeping (not with
         their messages): do not call it from a signal handler.
@@ -266,6 +273,18 @@ class Sockets:
         ):
             self._stats.record_rejection(response.status_code)
         return response
+
+
+def _config_int(config: Any, key: str, default: int, minimum: int) -> int:
+    """The integer config value ``key`` (``default`` if unset).
+
+    Raises:
+        ValueError: It is not an int >= ``minimum``.
+    """
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key} must be an int >= {minimum}, not {value!r}")
+    return int(value)
 
 
 def _wait_done(connections: Sequence[Connection], timeout: float) -> None:

@@ -30,6 +30,7 @@ metric                                      type     what
 ``fsc_hub_delivered_total``                 counter  messages queued for members
 ``fsc_hub_slow_consumers_closed_total``     counter  members closed with 1008
 ``fsc_hub_reconnects_total``                counter  reconnections to the broker
+``fsc_hub_messages_lost_total``             counter  messages the broker dropped unread
 ==========================================  =======  ==================================
 
 In one process the figures are read when Prometheus scrapes. In
@@ -164,6 +165,12 @@ METRICS = (
         "counter",
         "Reconnections of the hub to its broker",
         lambda s: s["hub"]["reconnects"],
+    ),
+    _Metric(
+        "fsc_hub_messages_lost",
+        "counter",
+        "Messages the broker dropped before this process read them",
+        lambda s: s["hub"]["messages_lost"],
     ),
 )
 

@@ -45,7 +45,12 @@ Duration = Union[float, int, timedelta]
 CONFIG_PREFIX = "SOCKETS_"
 #: Config keys with the prefix that are not connection options.
 OTHER_CONFIG_KEYS = frozenset(
-    {"SOCKETS_HUB_URL", "SOCKETS_HUB_HISTORY", "SOCKETS_MAX_TOTAL_CONNECTIONS"}
+    {
+        "SOCKETS_HUB_URL",
+        "SOCKETS_HUB_HISTORY",
+        "SOCKETS_HUB_MAX_MESSAGE_SIZE",
+        "SOCKETS_MAX_TOTAL_CONNECTIONS",
+    }
 )
 
 

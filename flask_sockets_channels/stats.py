@@ -30,7 +30,7 @@ __all__ = [
 #: The per-connection counters, read from each connection (0 if absent).
 COUNTERS = ("messages_in", "messages_out", "bytes_in", "bytes_out")
 #: The hub's counters, read from the hub (0 if absent).
-HUB_COUNTERS = ("published", "delivered", "slow_consumers_closed", "reconnects")
+HUB_COUNTERS = ("published", "delivered", "slow_consumers_closed", "reconnects", "messages_lost")
 #: The key of ``close_codes`` for every code from 3000 to 4999.
 APPLICATION_CODES = "application"
 
@@ -52,6 +52,7 @@ class HubStats(TypedDict):
     delivered: int
     slow_consumers_closed: int
     reconnects: int
+    messages_lost: int
 
 
 class Snapshot(TypedDict):
@@ -157,7 +158,13 @@ def hub_stats(hub: Hub | None) -> HubStats:
     attributes, 0 for those it does not keep."""
     if hub is None:
         return HubStats(
-            rooms=0, members=0, published=0, delivered=0, slow_consumers_closed=0, reconnects=0
+            rooms=0,
+            members=0,
+            published=0,
+            delivered=0,
+            slow_consumers_closed=0,
+            reconnects=0,
+            messages_lost=0,
         )
     rooms = hub.rooms()
     counters = {name: int(getattr(hub, name, 0)) for name in HUB_COUNTERS}
@@ -168,4 +175,5 @@ def hub_stats(hub: Hub | None) -> HubStats:
         delivered=counters["delivered"],
         slow_consumers_closed=counters["slow_consumers_closed"],
         reconnects=counters["reconnects"],
+        messages_lost=counters["messages_lost"],
     )

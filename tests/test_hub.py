@@ -475,6 +475,20 @@ def test_sockets_hub_history_follows_the_config() -> None:
         sockets.Sockets(bad)
 
 
+def test_sockets_hub_max_message_size_follows_the_config() -> None:
+    app = Flask(__name__)
+    app.config["SOCKETS_HUB_MAX_MESSAGE_SIZE"] = 8
+    hub = sockets.Sockets(app).hub
+    with pytest.raises(ValueError, match="max_message_size"):
+        hub.publish("r", "nine byte")
+    hub.publish("r", "8 bytes.")
+    for value in (0, "8", True):
+        bad = Flask(__name__)
+        bad.config["SOCKETS_HUB_MAX_MESSAGE_SIZE"] = value
+        with pytest.raises(ValueError, match="SOCKETS_HUB_MAX_MESSAGE_SIZE"):
+            sockets.Sockets(bad)
+
+
 def test_the_hub_counts_what_it_published_delivered_and_closed_as_too_slow() -> None:
     hub = sockets.Hub()
     steady, slow = Inbox(100), Inbox(1)

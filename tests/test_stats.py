@@ -134,6 +134,7 @@ def test_stats_count_connections_close_codes_and_refusals(tmp_path: Path) -> Non
         "delivered": 0,
         "slow_consumers_closed": 0,
         "reconnects": 0,
+        "messages_lost": 0,
     }
 
 

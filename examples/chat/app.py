@@ -82,6 +82,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                 hub.publish(room, message)
             except sockets.HubUnavailable:  # Redis is down
                 tell("the chat is unavailable, try again")
+            except ValueError:  # over the hub's max_message_size once JSON-escaped
+                tell("that message is too long")
 
         def notice(kind: str) -> None:
             try:
