@@ -62,11 +62,13 @@ class Outgoing(NamedTuple):
     """One outbound data message, encoded once: ``text`` tells the frame's
     type, ``data`` is its payload (UTF-8 for text). ``plain`` is its frame
     without compression, when serialised once for many connections (see
-    :func:`with_plain_frame`)."""
+    :func:`with_plain_frame`). ``json``: the text is JSON (a hub message
+    made from an object), so a browser envelope can carry it as it is."""
 
     text: bool
     data: bytes
     plain: bytes | None = None
+    json: bool = False
 
 
 class _Silent(logging.LoggerAdapter):  # type: ignore[type-arg]

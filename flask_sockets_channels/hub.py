@@ -11,8 +11,11 @@ at most ``max_backlog`` frames past the buffer. A member whose backlog is
 full is closed with 1008 ("slow consumer") and removed; the others go on.
 
 Members may say who they are (``presence``), and a room may keep its last
-messages (``history``) for those who join with ``replay=True``. How the
-messages travel is the transport's business (:mod:`.transport`).
+messages (``history``) for those who join with ``replay=True``, or who come
+back from the position of the last message they received (``since=``; see
+:mod:`.resume`), with each message's position, for a browser, if they ask
+(``envelope=True``). How the messages travel is the transport's business
+(:mod:`.transport`).
 """
 
 from __future__ import annotations
@@ -31,15 +34,23 @@ from .channels import Channel, Closed
 from .engine import Outgoing, with_plain_frame
 from .exceptions import HubUnavailable
 from .modes import to_frame
+from .resume import UNKNOWN_POSITION, Position, Resume, envelope, join_notice, parse_since
+from .resume import plan_resume as _plan_resume
+from .roomlog import RoomLog
 from .transport import EntryId, InProcessTransport, Transport
 
-__all__ = ["MAX_MESSAGE_SIZE", "Hub", "Member"]
+__all__ = ["MAX_MESSAGE_SIZE", "MAX_RESUME", "Hub", "Member"]
 
 logger = logging.getLogger("flask_sockets_channels.hub")
 
 #: The largest message (its encoded payload, in bytes) a hub publishes by
 #: default: what a socket view accepts by default (``Options.max_message_size``).
 MAX_MESSAGE_SIZE = 65536
+#: The most messages one resume replays by default (past it, the member is
+#: told it did not recover: its page reloads its state instead).
+MAX_RESUME = 1000
+#: How long a join waits for another join's read of the room's history.
+HISTORY_WAIT = 10.0
 
 
 class Member:
@@ -53,6 +64,16 @@ class Member:
         max_backlog: How many hub messages may wait past its buffer.
         presence: What it said about itself at ``join`` (as JSON gives it
             back), or ``None``.
+        recovered: For a member that joined with ``since``: whether every
+            message after that position was delivered to it (before any
+            live one); ``None`` for one that did not.
+        reason: Why it did not recover: ``"too old"``, ``"epoch changed"``,
+            ``"unknown position"`` or ``"too many"``; else ``None``.
+        position: Where the room stood when it joined, as text (for a
+            member that replayed, resumed or asked for envelopes), else
+            ``None``.
+        envelope: Its messages come as ``{"room", "position", "data"}``
+            JSON (the browser client's protocol).
     """
 
     def __init__(
@@ -63,21 +84,26 @@ class Member:
         max_backlog: int,
         presence: str | None,
         number: int,
+        envelope: bool = False,
     ) -> None:
         self.room = room
         self.max_backlog = max_backlog
+        self.envelope = envelope
+        self.recovered: bool | None = None
+        self.reason: str | None = None
+        self.position: str | None = None
         self.presence: Any = None if presence is None else json.loads(presence)
         self._hub = hub
         self._sender = weakref.ref(sender)
         self._encoded_presence = presence
         self._number = number
         self.too_slow = False  # closed with 1008: its backlog overflowed
-        # Orders a replay before the live messages: while the history is
-        # read, live messages are held here, then the ones the history did
-        # not have follow it (see _replay).
+        # Orders a catch-up before the live messages: live messages offered
+        # once the member is in its room, until its catch-up is queued, are
+        # held here (see _catch_up).
         self._lock = threading.Lock()
         self._held: list[tuple[EntryId, Outgoing]] | None = None
-        self._floor: EntryId | None = None  # ids up to this came with the replay
+        self._floor: EntryId | None = None  # live ids up to this came with the catch-up
 
     @property
     def sender(self) -> Channel[Any] | None:
@@ -117,24 +143,24 @@ class Member:
                 self._held.append((entry_id, frame))
                 return True
             if self._floor is not None:
-                if entry_id <= self._floor:
-                    return True  # it came with the replay
+                if not entry_id > self._floor:
+                    return True  # it came with the catch-up
                 # Ids grow: no later message came with it. (Forgotten, so
                 # that ids that went back with Redis are not taken for it.)
                 self._floor = None
             return self._send(frame, 0)
 
-    def _replay(self, history: list[tuple[EntryId, Outgoing]]) -> bool:
-        """Queue the history, then the live messages held meanwhile that it
-        did not have. Every message up to the history's last id is in the
-        history (transports number and record a message at once), so none
-        is missed or sent twice. False when the member is gone or too slow.
-        """
+    def _catch_up(self, frames: list[Outgoing], floor: EntryId | None) -> bool:
+        """Queue ``frames`` (taken from the room's log when the member
+        entered its room: every message up to ``floor``), then the live
+        messages held since that came after them (the reader may deliver a
+        message after the history that had it was read). False when the
+        member is gone or too slow."""
         with self._lock:
             held, self._held = self._held or [], None
-            last = history[-1][0] if history else None
-            catch_up = [f for _, f in history] + [f for i, f in held if last is None or i > last]
-            self._floor = last
+            self._floor = floor
+            later = [f for i, f in held if floor is None or i > floor]
+            catch_up = frames + later
             # The catch-up itself may exceed the backlog: it is not the
             # member's fault that it arrives at once.
             return all(self._send(frame, len(catch_up)) for frame in catch_up)
@@ -170,11 +196,13 @@ class Hub:
         max_message_size: The largest message :meth:`publish` takes, in
             bytes of its encoded payload. A room's history holds at most
             ``history * max_message_size`` bytes.
+        max_resume: The most messages one ``join(since=...)`` replays; a
+            member that missed more is told it did not recover.
         transport: How messages travel (internal; :meth:`from_url` picks it).
 
     Raises:
-        ValueError: ``history`` is negative, or ``max_message_size`` is not
-            a positive int.
+        ValueError: ``history`` or ``max_resume`` is negative, or
+            ``max_message_size`` is not a positive int.
     """
 
     def __init__(
@@ -182,11 +210,13 @@ class Hub:
         history: int = 0,
         *,
         max_message_size: int = MAX_MESSAGE_SIZE,
+        max_resume: int = MAX_RESUME,
         transport: Transport | None = None,
     ) -> None:
-        _check_sizes(history, max_message_size)
+        _check_sizes(history, max_message_size, max_resume)
         self.history = history
         self.max_message_size = max_message_size
+        self.max_resume = max_resume
         self._transport: Transport = transport or InProcessTransport(history)
         self._reset()
         _hubs.add(self)
@@ -194,6 +224,7 @@ class Hub:
     def _reset(self) -> None:
         self._lock = threading.Lock()  # guards _rooms and the counters
         self._rooms: dict[str, dict[int, Member]] = {}
+        self._logs: dict[str, RoomLog] = {}  # rooms whose kept messages are copied here
         self.published = 0  #: messages this process published
         self.delivered = 0  #: messages queued for this process's members
         self.slow_consumers_closed = 0  #: members closed with 1008
@@ -204,13 +235,18 @@ class Hub:
 
     @classmethod
     def from_url(
-        cls, url: str | None, history: int = 0, *, max_message_size: int = MAX_MESSAGE_SIZE
+        cls,
+        url: str | None,
+        history: int = 0,
+        *,
+        max_message_size: int = MAX_MESSAGE_SIZE,
+        max_resume: int = MAX_RESUME,
     ) -> Hub:
         """A hub for ``url``: ``None`` or ``"memory://"`` for in-process,
         ``redis://``, ``rediss://`` or ``unix://`` for Redis (needs the
         ``redis`` extra: ``pip install flask-sockets-channels[redis]``).
-        Connects on first use, not now. ``history`` and
-        ``max_message_size`` as for :class:`Hub`.
+        Connects on first use, not now. ``history``, ``max_message_size``
+        and ``max_resume`` as for :class:`Hub`.
 
         Raises:
             ValueError: The URL is malformed or its scheme is not supported
@@ -219,8 +255,8 @@ class Hub:
             ImportError: ``redis`` is not installed.
         """
         if url is None or url == "memory://":
-            return cls(history, max_message_size=max_message_size)
-        _check_sizes(history, max_message_size)  # before making connections
+            return cls(history, max_message_size=max_message_size, max_resume=max_resume)
+        _check_sizes(history, max_message_size, max_resume)  # before making connections
         try:
             from .redis_transport import RedisTransport
         except ModuleNotFoundError as exc:
@@ -232,7 +268,9 @@ class Hub:
             ) from exc
 
         transport = RedisTransport(url, history)
-        return cls(history, max_message_size=max_message_size, transport=transport)
+        return cls(
+            history, max_message_size=max_message_size, max_resume=max_resume, transport=transport
+        )
 
     @property
     def url(self) -> str | None:
@@ -246,6 +284,8 @@ class Hub:
         max_backlog: int = 1000,
         presence: Any = None,
         replay: bool = False,
+        since: Any = None,
+        envelope: bool = False,
     ) -> Member:
         """Add ``sender`` to ``room`` now; use the result as a context
         manager (``with hub.join(room, sender): ...``) to leave on exit,
@@ -260,14 +300,32 @@ class Hub:
                 is not listed. Across processes, blocks for one Redis write.
             replay: First deliver the room's kept messages (see ``history``),
                 oldest first, then the live ones: none twice, none missed in
-                between. Across processes, blocks for one Redis read.
+                between.
+            since: The position of the last message the member's client
+                received (text, as the member's :attr:`Member.position` or
+                an envelope gave it, or the browser client's ``since``
+                query parameter as it came: JSON of ``{room: position}``).
+                First deliver every kept message after it, then the live
+                ones; or, when the history cannot cover it, none (and, with
+                ``replay``, the kept messages). :attr:`Member.recovered`
+                and :attr:`Member.reason` say which. ``None`` (or a mapping
+                without this room): a first join.
+            envelope: Deliver each hub message as JSON text ``{"room",
+                "position", "data"}``, after a first one that says where the
+                room stands and whether the member recovered (the browser
+                client's protocol, docs/browser-client.md).
+
+        ``replay``, ``since`` and ``envelope`` read the room's kept messages
+        once per process (across processes: one Redis read, shared by the
+        joins of the room that come while it is in flight), then keep them
+        up to date here while the room has members.
 
         Raises:
             TypeError: ``sender`` is not a socket view's ``sender``, or
                 ``presence`` is not JSON.
             ValueError: ``max_backlog`` is negative, or ``presence`` holds
                 NaN or infinity.
-            HubUnavailable: ``replay`` and the history cannot be read; the
+            HubUnavailable: The history was needed and cannot be read; the
                 member did not join.
         """
         if not callable(getattr(sender, "offer", None)):
@@ -275,22 +333,39 @@ class Hub:
         if max_backlog < 0:
             raise ValueError(f"max_backlog must be >= 0, not {max_backlog}")
         encoded = None if presence is None else json.dumps(presence, allow_nan=False)
-        member = Member(self, room, sender, max_backlog, encoded, next(self._numbers))
-        if replay:
-            member._held = []
+        member = Member(self, room, sender, max_backlog, encoded, next(self._numbers), envelope)
+        resuming, position = parse_since(since, room)
         self._transport.start(self)
+        log = self._log(room) if replay or resuming or envelope else None
+        if log is not None:
+            member._held = []
+            try:
+                log.wait(HISTORY_WAIT)
+            except HubUnavailable:
+                self._done_joining(room, log)
+                raise
         with self._lock:
             self._rooms.setdefault(room, {})[member._number] = member
+            if log is not None:
+                kept, here = log.kept(), log.position()
+                log.joining -= 1
         if encoded is not None:
             self._sync_presence([room])
-        if replay:
-            try:
-                history = self._transport.history(room)
-            except HubUnavailable:
-                self._remove([member], write_presence=True)
-                raise
-            if not member._replay(history):
-                self._remove([member])
+        if log is None:
+            return member
+        entries: Any = kept.entries if replay else ()
+        if resuming:
+            plan = _plan_resume(kept, position, self.max_resume) if position else None
+            resumed = plan or Resume(False, UNKNOWN_POSITION, ())
+            member.recovered, member.reason = resumed.recovered, resumed.reason
+            if resumed.recovered:
+                entries = resumed.entries
+        member.position = str(here)
+        frames = [self._frame_for(member, kept.epoch, offset, frame) for offset, frame in entries]
+        if envelope:
+            frames.insert(0, join_notice(room, here, member.recovered, member.reason))
+        if not member._catch_up(frames, kept.last):
+            self._remove([member])
         return member
 
     def publish(self, room: str, message: Any, exclude: Any = None) -> int:
@@ -397,21 +472,76 @@ class Hub:
             self._remove(gone)
 
     def deliver(
-        self, room: str, entry_id: EntryId, frame: Outgoing, exclude: Collection[int]
+        self,
+        room: str,
+        entry_id: EntryId,
+        frame: Outgoing,
+        exclude: Collection[int],
+        epoch: str,
     ) -> None:
         """Offer a published message to this process's members (the
         transport calls it, in publish order); never blocks, never raises:
         a member that is gone, too slow, or whose sender raised is removed."""
         with self._lock:
+            log = self._logs.get(room)
+            if log is not None:
+                log.add(entry_id, frame, epoch)
             members = [m for n, m in self._rooms.get(room, {}).items() if n not in exclude]
-        if len(members) > 1:
-            frame = with_plain_frame(frame)  # serialised once, not per member
-        failed = [member for member in members if not member._offer(entry_id, frame)]
+        enveloped = [member for member in members if member.envelope]
+        plain = [member for member in members if not member.envelope]
+        failed = []
+        for group, group_frame in (
+            (plain, frame),
+            (enveloped, envelope(room, Position(epoch, entry_id), frame) if enveloped else frame),
+        ):
+            if len(group) > 1:
+                group_frame = with_plain_frame(group_frame)  # serialised once, not per member
+            failed += [member for member in group if not member._offer(entry_id, group_frame)]
         with self._lock:
             self.delivered += len(members) - len(failed)
             self.slow_consumers_closed += sum(member.too_slow for member in failed)
         if failed:
             self._remove(failed)
+
+    def history_broken(self) -> None:
+        """The broker lost data: the copies of the rooms' kept messages no
+        longer continue it (the transport calls it)."""
+        with self._lock:
+            for log in self._logs.values():
+                log.broken()
+
+    def _log(self, room: str) -> RoomLog:
+        """The room's log, made and filled by one read of the transport
+        if this process has none. Counted as joining until
+        :meth:`_done_joining` (or the join takes its copy)."""
+        with self._lock:
+            log = self._logs.get(room)
+            made = log is None
+            if log is None:
+                log = self._logs[room] = RoomLog(self.history)
+            log.joining += 1
+        if made:
+            try:
+                kept = self._transport.history(room)
+            except HubUnavailable as exc:
+                with self._lock:
+                    log.failed(exc)
+                    if self._logs.get(room) is log:
+                        del self._logs[room]
+            else:
+                with self._lock:
+                    log.loaded(kept)
+        return log
+
+    def _done_joining(self, room: str, log: RoomLog) -> None:
+        with self._lock:
+            log.joining -= 1
+            if not self._rooms.get(room) and not log.joining and self._logs.get(room) is log:
+                del self._logs[room]
+
+    def _frame_for(self, member: Member, epoch: str, offset: Any, frame: Outgoing) -> Outgoing:
+        """A kept message as ``member`` receives it."""
+        return envelope(member.room, Position(epoch, offset), frame) if member.envelope else frame
 
     def resync_presence(self, rooms: Iterable[str] = ()) -> None:
         """Write this process's presence again, for every room that has
@@ -446,6 +576,9 @@ class Hub:
                 del room[member._number]
                 if not room:
                     del self._rooms[member.room]
+                    log = self._logs.get(member.room)
+                    if log is not None and not log.joining:
+                        del self._logs[member.room]
                 if member._encoded_presence is not None:
                     changed.add(member.room)
         if changed and write_presence:
@@ -457,10 +590,15 @@ class Hub:
         return f"<Hub {self.url or 'in-process'} history={self.history}>"
 
 
-def _check_sizes(history: Any, max_message_size: Any) -> None:
-    """Raise ValueError unless ``history`` is an int >= 0 and
-    ``max_message_size`` an int >= 1."""
-    for name, value, least in (("history", history, 0), ("max_message_size", max_message_size, 1)):
+def _check_sizes(history: Any, max_message_size: Any, max_resume: Any) -> None:
+    """Raise ValueError unless ``history`` and ``max_resume`` are ints >= 0
+    and ``max_message_size`` an int >= 1."""
+    checks = (
+        ("history", history, 0),
+        ("max_message_size", max_message_size, 1),
+        ("max_resume", max_resume, 0),
+    )
+    for name, value, least in checks:
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an int >= {least}, not {value!r}")
 

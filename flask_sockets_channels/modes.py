@@ -163,7 +163,7 @@ def to_frame(message: Any) -> Outgoing:
         return Outgoing(True, message.encode())
     if isinstance(message, _BYTES_LIKE):
         return Outgoing(False, bytes(message))
-    return Outgoing(True, to_json_text(message).encode())
+    return Outgoing(True, to_json_text(message).encode(), json=True)
 
 
 def _is_model(item: Any) -> bool:

@@ -2,15 +2,20 @@
 
 The keys (``P`` is ``flask-sockets-channels:``)::
 
-    P stream              every message: fields r (room), f (kind b"t"/b"b" +
-                          payload), o (publishing process), x (members it
-                          excluded there); trimmed only by PUBLISH
+    P stream              every message: fields r (room), f (kind b"t"/b"j"/b"b"
+                          + payload), o (publishing process), x (members it
+                          excluded there), e (the epoch); trimmed only by
+                          PUBLISH
+    P epoch               the stream's epoch (see resume.py): made by the
+                          first publish or history read, made anew when the
+                          stream is found to have gone back
     P stream-bytes        the sizes of the stream's entries' fields and
                           values, added up (what STREAM_BYTES bounds)
     P stream-since        the entries up to this id were written before the
                           count began and are not in it (absent: none)
-    P history:<room>      the room's last messages (XADD MAXLEN N): i (stream
-                          id), f; expires ROOM_TTL after its last message or member
+    P history:<room>      the room's last messages (XADD MAXLEN N), under
+                          their stream ids: f; expires ROOM_TTL after its last
+                          message or member
     P history-length      the largest history a reading process keeps, so that
                           a publisher without one (a script) keeps as many
     P presence:<room>     hash: process -> JSON list of its members' presence
@@ -36,12 +41,15 @@ import redis
 
 __all__ = [
     "ADVERTISE_HISTORY",
+    "EPOCH",
     "HEARTBEAT",
+    "HISTORY",
     "HISTORY_LENGTH",
     "PREFIX",
     "PROCESSES",
     "PUBLISH",
     "READ",
+    "ROTATE_EPOCH",
     "SET_PRESENCE",
     "STREAM",
     "STREAM_BYTES_KEY",
@@ -55,6 +63,7 @@ STREAM = PREFIX + "stream"
 STREAM_BYTES_KEY = PREFIX + "stream-bytes"
 STREAM_SINCE = PREFIX + "stream-since"
 HISTORY_LENGTH = PREFIX + "history-length"
+EPOCH = PREFIX + "epoch"
 PROCESSES = PREFIX + "processes"
 
 # Ids are "milliseconds-sequence"; Lua's numbers (doubles) hold both exactly.
@@ -72,9 +81,10 @@ local function size(fields)
 end
 """
 
-#: KEYS: stream, stream-bytes, stream-since, history:<room>, history-length.
-#: ARGV: room, payload, origin, excluded, history, ROOM_TTL, STREAM_LENGTH,
-#: STREAM_BYTES. Adds the message to the stream and to the room's history;
+#: KEYS: stream, stream-bytes, stream-since, history:<room>, history-length,
+#: epoch. ARGV: room, payload, origin, excluded, history, ROOM_TTL,
+#: STREAM_LENGTH, STREAM_BYTES, an epoch for a stream that has none. Adds
+#: the message to the stream and to the room's history (under its stream id);
 #: when the stream then holds more than STREAM_LENGTH entries or
 #: STREAM_BYTES bytes, drops its oldest entries (never the one just added)
 #: down to 1 % under both, so that one trim serves the next publishes.
@@ -82,7 +92,12 @@ end
 PUBLISH = (
     _IDS
     + """
-local fields = {'r', ARGV[1], 'f', ARGV[2], 'o', ARGV[3], 'x', ARGV[4]}
+local epoch = redis.call('GET', KEYS[6])
+if not epoch then
+  epoch = ARGV[9]
+  redis.call('SET', KEYS[6], epoch)
+end
+local fields = {'r', ARGV[1], 'f', ARGV[2], 'o', ARGV[3], 'x', ARGV[4], 'e', epoch}
 local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
 local added = size(fields)
 local total = redis.call('INCRBY', KEYS[2], added)
@@ -118,7 +133,11 @@ if length > most or total > budget then
 end
 local keep = math.max(tonumber(ARGV[5]), tonumber(redis.call('GET', KEYS[5]) or '0') or 0)
 if keep > 0 then
-  redis.call('XADD', KEYS[4], 'MAXLEN', keep, '*', 'i', id, 'f', ARGV[2])
+  -- A history whose ids are not below this one's (kept under its own ids
+  -- by an older version, or from before the stream went back) starts over.
+  local top = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)[1]
+  if top and not later(id, top[1]) then redis.call('DEL', KEYS[4]) end
+  redis.call('XADD', KEYS[4], 'MAXLEN', keep, id, 'f', ARGV[2])
   redis.call('EXPIRE', KEYS[4], ARGV[6])
 end
 return id
@@ -140,6 +159,31 @@ if tonumber(ARGV[2]) > 0 then
   entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
 end
 return {info['last-generated-id'], info['entries-added'] or -1, info['length'], first, entries}
+"""
+
+#: KEYS: history:<room>, epoch. ARGV: count, an epoch for a stream that has
+#: none. The room's last ``count`` messages, newest first, with the epoch and
+#: what the history lost, at one instant: ``{epoch, entries-added (-1: not
+#: known), length, entries}``.
+HISTORY = """
+redis.call('SET', KEYS[2], ARGV[2], 'NX')
+local epoch = redis.call('GET', KEYS[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then return {epoch, 0, 0, {}} end
+local reply = redis.call('XINFO', 'STREAM', KEYS[1])
+local info = {}
+for i = 1, #reply, 2 do info[reply[i]] = reply[i + 1] end
+local entries = {}
+if tonumber(ARGV[1]) > 0 then
+  entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[1])
+end
+return {epoch, info['entries-added'] or -1, info['length'], entries}
+"""
+
+#: KEYS: epoch. ARGV: the new epoch. The stream went back: what its ids
+#: name no longer continues what was delivered under the old epoch.
+ROTATE_EPOCH = """
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
 """
 
 #: KEYS: processes, process:<origin>, rooms:<origin>. ARGV: origin,

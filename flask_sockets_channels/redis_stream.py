@@ -17,10 +17,11 @@ instant. From that state it tells two losses apart from normal reading:
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .engine import Outgoing
-from .redis_scripts import READ, STREAM, run_script
+from .redis_scripts import EPOCH, READ, ROTATE_EPOCH, STREAM, run_script
 from .transport import Sink
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ __all__ = [
     "StreamState",
     "format_id",
     "frame_of",
+    "new_epoch",
     "parse_id",
     "payload_of",
     "read_stream",
@@ -53,7 +55,7 @@ STREAM_BYTES = 64 * 1024 * 1024
 READ_COUNT = 1000
 
 EntryId = tuple[int, int]  # (milliseconds, sequence)
-_TEXT, _BINARY = b"t", b"b"
+_TEXT, _BINARY, _JSON = b"t", b"b", b"j"
 
 
 class StreamState(NamedTuple):
@@ -125,7 +127,7 @@ class StreamFollower:
         assert self.position is not None
         state, entries = read_stream(client, self.position, READ_COUNT)
         if state.last < self.position:
-            self._went_back(state)
+            self._went_back(state, client, sink)
             return False
         self._count_trimmed(state)
         for raw_id, fields in entries:
@@ -152,16 +154,21 @@ class StreamFollower:
         assert self.position is not None
         client.xread({STREAM: format_id(self.position)}, count=1, block=int(block * 1000))
 
-    def _went_back(self, state: StreamState) -> None:
+    def _went_back(self, state: StreamState, client: redis.Redis, sink: Sink) -> None:
         """The stream's ids went back: Redis lost its last entries. Read on
-        from the stream's last id.
+        from the stream's last id, under a new epoch.
 
         Redis makes each id above the stream's last one, so the entries it
         still has up to that id were delivered here already (this reader
         was past them), and what is published now comes after it, also
-        with a Redis clock behind ours. Ids compare only within one history
-        of the stream: a check of that history's lineage (an epoch) would
-        go here.
+        with a Redis clock behind ours. A position a page received before
+        (an id of the lost entries, or one Redis will make again) names
+        nothing of what Redis keeps now: the epoch changes, so that a
+        resume from it is told so, and this process forgets what it knew of
+        the rooms' histories.
+
+        Raises:
+            redis.exceptions.RedisError: Redis cannot be reached or refused it.
         """
         assert self.position is not None
         logger.warning(
@@ -170,6 +177,8 @@ class StreamFollower:
             " between that Redis no longer keeps are lost here",
             self.url, *self.position, *state.last,
         )  # fmt: skip
+        run_script(client, ROTATE_EPOCH, (EPOCH,), (new_epoch(),))
+        sink.history_broken()
         self.start_at(state)
 
     def _count_trimmed(self, state: StreamState) -> None:
@@ -200,15 +209,21 @@ class StreamFollower:
             ours = fields.get(b"o", b"").decode() == self.origin
             excluded = fields.get(b"x", b"").decode()
             exclude = {int(n) for n in excluded.split(",") if n} if ours else set()
+            epoch = fields.get(b"e", b"").decode()
         except (KeyError, ValueError) as exc:  # UnicodeDecodeError included
             logger.warning("hub: dropped malformed message %d-%d: %s", *entry_id, exc)
             return
-        sink.deliver(room, entry_id, frame, exclude)
+        sink.deliver(room, entry_id, frame, exclude, epoch)
+
+
+def new_epoch() -> str:
+    """A fresh epoch: random, short (it travels with every position)."""
+    return uuid.uuid4().hex[:12]
 
 
 def payload_of(frame: Outgoing) -> bytes:
     """What the stream keeps of ``frame``: its kind, then its payload."""
-    return (_TEXT if frame.text else _BINARY) + frame.data
+    return (_JSON if frame.json else _TEXT if frame.text else _BINARY) + frame.data
 
 
 def frame_of(data: bytes) -> Outgoing:
@@ -218,9 +233,9 @@ def frame_of(data: bytes) -> Outgoing:
         ValueError: An unknown kind, or text that is not UTF-8.
     """
     kind, payload = data[:1], data[1:]
-    if kind == _TEXT:
+    if kind in (_TEXT, _JSON):
         payload.decode()  # a text frame must be UTF-8
-        return Outgoing(True, payload)
+        return Outgoing(True, payload, json=kind == _JSON)
     if kind == _BINARY:
         return Outgoing(False, payload)
     raise ValueError(f"unknown kind {kind!r}")

@@ -40,7 +40,9 @@ from .engine import Outgoing
 from .exceptions import HubUnavailable
 from .redis_scripts import (
     ADVERTISE_HISTORY,
+    EPOCH,
     HEARTBEAT,
+    HISTORY,
     HISTORY_LENGTH,
     PREFIX,
     PROCESSES,
@@ -52,8 +54,17 @@ from .redis_scripts import (
     run_script,
     script_sha,
 )
-from .redis_stream import StreamFollower, frame_of, parse_id, payload_of, read_stream, text_of
-from .transport import ROOM_TTL, EntryId, Sink, display_url, url_secrets
+from .redis_stream import (
+    StreamFollower,
+    frame_of,
+    new_epoch,
+    parse_id,
+    payload_of,
+    read_stream,
+    text_of,
+)
+from .resume import Kept
+from .transport import ROOM_TTL, Sink, display_url, url_secrets
 
 __all__ = ["RedisTransport"]
 
@@ -169,11 +180,12 @@ class RedisTransport:
                 when it was sent and no reply came.
         """
         payload = payload_of(frame)
-        keys = (STREAM, STREAM_BYTES_KEY, STREAM_SINCE, PREFIX + "history:" + room, HISTORY_LENGTH)
+        history = PREFIX + "history:" + room
+        keys = (STREAM, STREAM_BYTES_KEY, STREAM_SINCE, history, HISTORY_LENGTH, EPOCH)
         excluded = ",".join(map(str, sorted(exclude)))
         args = (room, payload, self._origin, excluded, self.history_length, int(ROOM_TTL))
         bounds = (redis_stream.STREAM_LENGTH, redis_stream.STREAM_BYTES)
-        self._send_once(keys, (*args, *bounds))
+        self._send_once(keys, (*args, *bounds, new_epoch()))
 
     def _send_once(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
         """Run the publish script once, never retried (a retry after a
@@ -204,34 +216,37 @@ class RedisTransport:
         finally:
             pool.release(connection)
 
-    def history(self, room: str) -> list[tuple[EntryId, Outgoing]]:
-        """The room's last ``history`` messages, oldest first, read once the
-        reader is in the stream: every later message is then delivered.
-        Blocks up to COMMAND_TIMEOUT for the reader, then for one read.
+    def history(self, room: str) -> Kept:
+        """The room's last ``history`` messages, oldest first, with the
+        stream's epoch, read once the reader is in the stream: every later
+        message is then delivered. Blocks up to COMMAND_TIMEOUT for the
+        reader, then for one read.
 
         Raises:
             HubUnavailable: Redis cannot be reached.
         """
-        if not self.history_length:
-            return []
         # Read before the reader has found its place in the stream, the
         # history could end before that place: what came in between would
         # be lost to the replaying member.
         if not self._ready.wait(COMMAND_TIMEOUT):
             raise HubUnavailable(f"hub at {self.url} is unavailable: the reader is not connected")
+        keys = (PREFIX + "history:" + room, EPOCH)
         try:
-            entries: Any = self._client.xrevrange(
-                PREFIX + "history:" + room, count=self.history_length
+            epoch, added, length, entries = run_script(
+                self._client, HISTORY, keys, (self.history_length, new_epoch())
             )
         except (*_ERRORS, *_REFUSED) as exc:
             self._raise(exc)
         kept = []
-        for _, fields in reversed(entries or []):
+        for raw_id, fields in reversed(entries or []):
+            if not isinstance(fields, dict):
+                fields = dict(zip(fields[::2], fields[1::2]))
             try:
-                kept.append((parse_id(fields[b"i"]), frame_of(fields[b"f"])))
+                kept.append((parse_id(raw_id), frame_of(fields[b"f"])))
             except (KeyError, ValueError) as exc:
                 logger.warning("hub: dropped a malformed history entry of %r: %s", room, exc)
-        return kept
+        complete = int(added) >= 0 and int(added) == int(length) == len(entries or [])
+        return Kept(text_of(epoch), kept, complete, kept[-1][0] if kept else None)
 
     # -- presence ------------------------------------------------------------
 

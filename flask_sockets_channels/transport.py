@@ -2,9 +2,10 @@
 transport, and hub URLs shown without their passwords.
 
 A transport numbers every published message with an id that grows in
-publish order (an ``int`` in process, a Redis stream id across processes),
-keeps each room's last messages (its history), and hands every message to
-its sink, the :class:`~.hub.Hub`, which offers it to its members. The
+publish order (an ``int`` in process, a Redis stream id across processes)
+within an epoch (see :mod:`.resume`), keeps each room's last messages (its
+history), and hands every message to its sink, the :class:`~.hub.Hub`,
+which offers it to its members. The
 :class:`~.redis_transport.RedisTransport` does the same across processes
 and also carries presence: what the members of other processes said about
 themselves.
@@ -16,12 +17,14 @@ import itertools
 import re
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Collection, Iterable
 from typing import Any, Protocol
 from urllib.parse import unquote
 
 from .engine import Outgoing
+from .resume import Kept
 
 __all__ = ["ROOM_TTL", "InProcessTransport", "Sink", "Transport", "display_url", "url_secrets"]
 
@@ -36,10 +39,20 @@ class Sink(Protocol):
     """What a transport delivers to: the hub of this process."""
 
     def deliver(
-        self, room: str, entry_id: EntryId, frame: Outgoing, exclude: Collection[int]
+        self,
+        room: str,
+        entry_id: EntryId,
+        frame: Outgoing,
+        exclude: Collection[int],
+        epoch: str,
     ) -> None:
-        """Offer ``frame`` to this process's members of ``room`` but those
-        numbered in ``exclude``; never blocks."""
+        """Offer ``frame``, message ``entry_id`` of ``epoch``, to this
+        process's members of ``room`` but those numbered in ``exclude``;
+        never blocks."""
+
+    def history_broken(self) -> None:
+        """The histories kept may no longer continue what was delivered
+        (the broker lost data): forget what was learnt of them."""
 
     def rooms(self) -> list[str]:
         """The rooms with members in this process."""
@@ -73,9 +86,10 @@ class Transport(Protocol):
         """Send ``frame`` to ``room`` in every process, keep it in the room's
         history; raise ``HubUnavailable``."""
 
-    def history(self, room: str) -> list[tuple[EntryId, Outgoing]]:
-        """The room's kept messages, oldest first; every message after the
-        last of them reaches the sink. Raise ``HubUnavailable``."""
+    def history(self, room: str) -> Kept:
+        """The room's kept messages, oldest first, with its epoch; every
+        message after the last of them reaches the sink. Raise
+        ``HubUnavailable``."""
 
     def set_presence(self, room: str, values: list[str]) -> None:
         """Record this process's presence in ``room`` (JSON texts) now;
@@ -104,12 +118,19 @@ class InProcessTransport:
 
     def __init__(self, history: int = 0) -> None:
         self.history_length = history
-        self._lock = threading.Lock()  # guards _ids, _histories, _last_publish
+        self._start_afresh()
+        self._sink: Sink | None = None
+
+    def _start_afresh(self) -> None:
+        """A new epoch, with nothing kept: the positions of another process
+        (a parent before it forked) mean nothing here."""
+        self.epoch = uuid.uuid4().hex[:12]
+        self._lock = threading.Lock()  # guards every field below
         self._ids = itertools.count(1)
         self._histories: dict[str, deque[tuple[int, Outgoing]]] = {}
+        self._added: dict[str, int] = {}  # messages each kept history has seen
         self._last_publish: dict[str, float] = {}
         self._next_expiry = time.monotonic() + ROOM_TTL / 60
-        self._sink: Sink | None = None
 
     def start(self, sink: Sink) -> None:
         self._sink = sink
@@ -122,23 +143,26 @@ class InProcessTransport:
         with self._lock:
             # The id and the history entry are made together: a replay that
             # reads the history under this lock has every message up to its
-            # last id (see Member._replay).
+            # last id (see roomlog.py).
             entry_id = next(self._ids)
             if self.history_length:
                 kept = self._histories.get(room)
                 if kept is None:
                     kept = self._histories[room] = deque(maxlen=self.history_length)
                 kept.append((entry_id, frame))
+                self._added[room] = self._added.get(room, 0) + 1
                 self._last_publish[room] = now
             expire = now >= self._next_expiry
         if expire:
             self._expire(now)
         if self._sink is not None:
-            self._sink.deliver(room, entry_id, frame, exclude)
+            self._sink.deliver(room, entry_id, frame, exclude, self.epoch)
 
-    def history(self, room: str) -> list[tuple[EntryId, Outgoing]]:
+    def history(self, room: str) -> Kept:
         with self._lock:
-            return list(self._histories.get(room, ()))
+            entries = list(self._histories.get(room, ()))
+            complete = self._added.get(room, 0) == len(entries)
+            return Kept(self.epoch, entries, complete, entries[-1][0] if entries else None)
 
     def set_presence(self, room: str, values: list[str]) -> None:
         return None  # the hub's members are all the presence there is
@@ -153,7 +177,7 @@ class InProcessTransport:
         return None
 
     def after_fork(self) -> None:
-        self._lock = threading.Lock()
+        self._start_afresh()
 
     def _expire(self, now: float) -> None:
         """Drop the histories of rooms idle for ROOM_TTL with no members."""
@@ -164,6 +188,7 @@ class InProcessTransport:
                 if now - last > ROOM_TTL and room not in occupied:
                     del self._last_publish[room]
                     self._histories.pop(room, None)
+                    self._added.pop(room, None)
 
 
 # -- URLs without passwords --------------------------------------------------
