@@ -34,7 +34,15 @@ from .channels import Channel, Closed
 from .engine import Outgoing, with_plain_frame
 from .exceptions import HubUnavailable
 from .modes import to_frame
-from .resume import UNKNOWN_POSITION, Position, Resume, envelope, join_notice, parse_since
+from .resume import (
+    START,
+    UNKNOWN_POSITION,
+    Position,
+    Resume,
+    envelope,
+    join_notice,
+    parse_since,
+)
 from .resume import plan_resume as _plan_resume
 from .roomlog import RoomLog
 from .transport import EntryId, InProcessTransport, Transport
@@ -363,7 +371,16 @@ class Hub:
         member.position = str(here)
         frames = [self._frame_for(member, kept.epoch, offset, frame) for offset, frame in entries]
         if envelope:
-            frames.insert(0, join_notice(room, here, member.recovered, member.reason))
+            # The notice says after which position the messages that follow
+            # come: what the page had (a resume), or the room's start (a
+            # replay), or where the room stands (nothing follows).
+            if not entries:
+                after = here
+            elif member.recovered and position is not None:
+                after = position
+            else:
+                after = Position(kept.epoch, START)
+            frames.insert(0, join_notice(room, after, member.recovered, member.reason))
         if not member._catch_up(frames, kept.last):
             self._remove([member])
         return member

@@ -172,9 +172,10 @@ def envelope(room: str, position: Position, frame: Outgoing) -> Outgoing:
 def join_notice(
     room: str, position: Position, recovered: bool | None, reason: str | None
 ) -> Outgoing:
-    """What the browser client is told as its member joins: where the room
-    stands, and whether the messages it missed follow (``recovered``;
-    ``None`` for a first join)."""
+    """What the browser client is told as its member joins: the position
+    after which the messages that follow come (where the page is now), and
+    whether the messages it missed follow (``recovered``; ``None`` for a
+    first join)."""
     notice = {"room": room, "position": str(position), "recovered": recovered, "reason": reason}
     return Outgoing(True, json.dumps(notice).encode(), json=True)
 

@@ -35,7 +35,19 @@ def member(stack: contextlib.ExitStack, server: Server, room: str, user: str) ->
 
 
 def receive(ws: ClientConnection, timeout: float = T) -> Any:
-    return json.loads(ws.recv(timeout=timeout))
+    """The next message, out of its envelope (the hub delivers each with its
+    position); the notice of a join, and the heartbeat, are skipped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = ws.recv(timeout=max(0.0, deadline - time.monotonic()))
+        if text == "":
+            continue  # the heartbeat
+        message = json.loads(text)
+        if isinstance(message, dict) and "position" in message:
+            if "data" not in message:
+                continue  # where the room stands, as the member joined
+            return message["data"]
+        return message
 
 
 def say(ws: ClientConnection, user: str, text: str) -> None:

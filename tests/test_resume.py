@@ -95,7 +95,8 @@ def test_a_member_that_comes_back_gets_what_it_missed_then_live_ones(make_hub: H
         publisher.publish(room, 8)
         (live,) = frames(again, 1)
     assert (member.recovered, member.reason) == (True, None)
-    assert notice["recovered"] is True and notice["position"] == missed[-1]["position"]
+    assert notice["recovered"] is True and notice["position"] == last  # what follows comes after
+    assert member.position == missed[-1]["position"]  # where the room stood
     assert data_of(missed) == [3, 4, 5, 6, 7]
     assert data_of([live]) == [8]
 

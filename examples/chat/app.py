@@ -11,13 +11,18 @@ Several processes sharing rooms through Redis (``pip install -e .[redis]``)::
 
 (``-c examples/gunicorn.conf.py`` adds a hook that closes the sockets at once
 on SIGTERM.) The page at ``/room/<room>`` asks for a nickname and opens the
-socket ``/ws/<room>?user=<nickname>``. Every frame is JSON: the client sends
-``{"user": ..., "text": ...}`` and the server publishes it to the room as it
-came, plus ``{"kind": "join" | "leave", "user": ..., "here": [...]}``
-notices, where ``here`` is who is in the room, in every process (the hub's
-presence). A newcomer first gets the room's last 50 messages (the hub's
-history, ``SOCKETS_HUB_HISTORY``). ``examples/publish.py --json`` posts to a
-room from a shell.
+socket ``/ws/<room>?user=<nickname>`` with the library's browser client,
+which reconnects by itself (a deploy, a laptop that slept) and resumes the
+room from the last message the page shows: nothing twice, nothing missed,
+or, when the room's history cannot cover the gap, the page is told and
+starts over from it. Every frame is JSON: the client sends ``{"user": ...,
+"text": ...}`` and the server publishes it to the room as it came, plus
+``{"kind": "join" | "leave", "user": ..., "here": [...]}`` notices, where
+``here`` is who is in the room, in every process (the hub's presence); the
+hub delivers each with its position (``envelope=True``). A newcomer first
+gets the room's last 50 messages (the hub's history,
+``SOCKETS_HUB_HISTORY``). ``examples/publish.py --json`` posts to a room
+from a shell.
 """
 
 from __future__ import annotations
@@ -67,11 +72,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         return {"open": figures["open"], "rejected": figures["rejected"]}
 
     @app.route("/ws/<room>")
-    @sockets.json_messages(ChatMessage, max_connections_per_client=10, rate_limit=(20, 1.0))
+    @sockets.json_messages(
+        ChatMessage, max_connections_per_client=10, rate_limit=(20, 1.0), heartbeat=True
+    )
     def room_socket(room, receiver, sender):  # type: ignore[no-untyped-def]
-        """The room's last messages, then live ones; every message to the
-        room, between a join and a leave notice that say who is here."""
+        """The room's last messages (or, coming back, those the page
+        missed), then live ones; every message to the room, between a join
+        and a leave notice that say who is here."""
         user = request.args.get("user") or "anonymous"
+        since = request.args.get("since")  # the browser client's last positions
 
         def tell(text: str) -> None:  # this client only
             with contextlib.suppress(sockets.Closed):
@@ -93,7 +102,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             publish({"kind": kind, "user": user, "here": here})
 
         try:
-            member = hub.join(room, sender, presence=user, replay=True)
+            member = hub.join(
+                room, sender, presence=user, replay=True, since=since, envelope=True
+            )
         except sockets.HubUnavailable:  # the history cannot be read now
             member = hub.join(room, sender, presence=user)
             tell("the earlier messages are unavailable")

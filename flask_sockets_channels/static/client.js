@@ -196,15 +196,18 @@
     } catch (error) {
       return this._emit("message", text, {});
     }
-    if (message && typeof message.position === "string" && "data" in message) {
+    if (message && typeof message.room === "string" && typeof message.position === "string") {
       var room = message.room;
+      if (!("data" in message)) {
+        // The notice of a join: where the room stands, and whether what
+        // the page missed follows (recovered: null for a first join).
+        this.positions[room] = message.position;
+        if (typeof message.recovered === "boolean") this._emit("recovered", message);
+        return;
+      }
       if (!after(message.position, this.positions[room])) return; // had it already
       this.positions[room] = message.position;
       return this._emit("message", message.data, { room: room, position: message.position });
-    }
-    if (message && typeof message.recovered === "boolean") {
-      if (typeof message.position === "string") this.positions[message.room] = message.position;
-      return this._emit("recovered", message);
     }
     this._emit("message", message, {});
   };

@@ -201,6 +201,19 @@ test("tells the page whether the server could resume", () => {
   assert.equal(client.positions.lobby, "e2:40");
 });
 
+test("a first join's notice gives the room's position, and no recovered event", () => {
+  const told = [];
+  const client = socket();
+  client.on("recovered", (message) => told.push(message));
+  last().open();
+  last().receive({ room: "lobby", recovered: null, reason: null, position: "e1:0" });
+  assert.deepEqual(told, []);
+  last().drop();
+  mock.timers.tick(500);
+  // A room that was empty when the page joined: it resumes from its start.
+  assert.deepEqual(JSON.parse(new URL(last().url).searchParams.get("since")), { lobby: "e1:0" });
+});
+
 test("messages sent while not connected wait in a bounded queue, in order", () => {
   const client = socket({ queueSize: 3 });
   for (const text of ["1", "2", "3", "4"]) client.send(text);

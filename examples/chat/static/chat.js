@@ -53,26 +53,46 @@ function showHere(names) {
   here.replaceChildren(...items);
 }
 
-function setStatus(text, online) {
-  status.textContent = text;
+const STATES = {
+  connecting: "connecting…",
+  open: null, // "connected as ..."
+  reconnecting: "reconnecting…",
+  closed: "not connected",
+};
+
+function setStatus(state) {
+  const online = state === "open";
+  status.textContent = online ? `connected as ${nickname}` : STATES[state];
+  status.dataset.state = state;
   status.classList.toggle("online", online);
-  joinForm.hidden = online;
-  sendForm.hidden = !online;
+  joinForm.hidden = state !== "closed";
+  sendForm.hidden = state === "closed";
 }
 
 function connect() {
-  // The page carries the socket's URL (Flask's url_for); keep it on TLS
-  // when the page is, e.g. behind a proxy that terminates TLS.
+  // The page carries the socket's URL (Flask's url_for). The client
+  // reconnects by itself, resumes the room from the last message the page
+  // shows (nothing twice, nothing missed), and keeps what is sent meanwhile.
   const url = new URL(chat.dataset.socketUrl, location.href);
-  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   url.searchParams.set("user", nickname);
-  socket = new WebSocket(url);
-  socket.onopen = () => {
-    setStatus(`connected as ${nickname}`, true);
-    textInput.focus();
-  };
-  socket.onmessage = (event) => {
-    const message = JSON.parse(event.data);
+  socket = new FlaskSocketsChannels.Socket(url, { idleTimeout: 70000, stopCodes: [1003, 1008] });
+  socket.on("state", (state) => {
+    setStatus(state);
+    if (state === "open") {
+      textInput.focus();
+    } else {
+      showHere([]);
+    }
+  });
+  socket.on("recovered", (answer) => {
+    if (!answer.recovered) {
+      // The room's history could not cover what the page missed: start over
+      // from what it keeps (the server sends it next).
+      log.replaceChildren();
+      show("notice", null, "some messages were missed while away");
+    }
+  });
+  socket.on("message", (message) => {
     if (Array.isArray(message.here)) {
       showHere(message.here);
       showOpenCount();
@@ -86,12 +106,7 @@ function connect() {
     } else {
       show("message", message.user, message.text);
     }
-  };
-  socket.onclose = () => {
-    setStatus("not connected", false);
-    showHere([]);
-    socket = null;
-  };
+  });
 }
 
 joinForm.addEventListener("submit", (event) => {
@@ -105,8 +120,8 @@ joinForm.addEventListener("submit", (event) => {
 sendForm.addEventListener("submit", (event) => {
   event.preventDefault();
   const text = textInput.value;
-  if (text && socket !== null && socket.readyState === WebSocket.OPEN) {
-    socket.send(JSON.stringify({ user: nickname, text }));
+  if (text && socket !== null) {
+    socket.send({ user: nickname, text }); // queued while reconnecting
     textInput.value = "";
   }
 });
