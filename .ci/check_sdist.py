@@ -104,7 +104,7 @@ def main(work: Path, pytest_args: list[str]) -> None:
     run(
         pytest, "--import-mode=append", "--timeout", "120", "-p", "no:cacheprovider",
         "-n", workers, "--dist", "worksteal",
-        "--ignore=tests/test_browser.py", "--ignore=tests/test_docs_site.py",
+        "--ignore-glob=tests/test_browser*.py", "--ignore=tests/test_docs_site.py",
         *pytest_args,
         cwd=unpacked,
     )  # fmt: skip

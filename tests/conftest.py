@@ -127,9 +127,11 @@ def gunicorn_server(
     env: dict[str, str] | None = None,
     app_spec: str = "tests.server_app:app_from_env()",
     ready_path: str = "/",
+    port: int = 0,
 ) -> Iterator[Server]:
     """gunicorn with one gthread worker, as a subprocess bound to a socket
-    we opened on an ephemeral port (so no port race and no polling)."""
+    we opened on an ephemeral port (so no port race and no polling), or on
+    ``port`` (a server that takes over from another)."""
 
     def command(fd: int) -> list[str]:
         return [
@@ -143,7 +145,7 @@ def gunicorn_server(
             app_spec,
         ]  # fmt: skip
 
-    with _server_process("gunicorn", command, log_path, extension, env, ready_path) as server:
+    with _server_process("gunicorn", command, log_path, extension, env, ready_path, port) as server:
         yield server
 
 
@@ -168,12 +170,13 @@ def _server_process(
     extension: bool,
     env: dict[str, str] | None,
     ready_path: str,
+    port: int = 0,
 ) -> Iterator[Server]:
     """Start ``command(fd)`` with a listening socket on a free loopback port
-    passed as ``fd``; stop it by its PID at the end."""
+    (or ``port``) passed as ``fd``; stop it by its PID at the end."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
+    listener.bind(("127.0.0.1", port))
     listener.listen(128)
     port = listener.getsockname()[1]
     env = dict(

@@ -64,7 +64,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.route("/room/<room>")
     def room_page(room: str) -> str:
-        return render_template("index.html", room=room)
+        # The page takes a connection that brought nothing (not even the
+        # heartbeat sent with each ping) for pong_wait as dead.
+        pong_wait = float(app.config.get("SOCKETS_PONG_WAIT", 60))
+        return render_template("index.html", room=room, idle_timeout=int(pong_wait * 1000))
 
     @app.route("/stats")
     def stats() -> Any:
@@ -75,7 +78,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     @sockets.json_messages(
         ChatMessage, max_connections_per_client=10, rate_limit=(20, 1.0), heartbeat=True
     )
-    def room_socket(room, receiver, sender):  # type: ignore[no-untyped-def]
+    def room_socket(room, receiver, sender, connection):  # type: ignore[no-untyped-def]
         """The room's last messages (or, coming back, those the page
         missed), then live ones; every message to the room, between a join
         and a leave notice that say who is here."""
@@ -102,12 +105,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             publish({"kind": kind, "user": user, "here": here})
 
         try:
-            member = hub.join(
-                room, sender, presence=user, replay=True, since=since, envelope=True
-            )
-        except sockets.HubUnavailable:  # the history cannot be read now
-            member = hub.join(room, sender, presence=user)
-            tell("the earlier messages are unavailable")
+            member = hub.join(room, sender, presence=user, replay=True, since=since, envelope=True)
+        except sockets.HubUnavailable:
+            # The history cannot be read now: without it the page would miss
+            # what it came back for. 1013: the client tries again later.
+            connection.close(1013, "the chat is unavailable, try again later")
+            return
         try:
             notice("join")
             for message in receiver:  # ends when the client goes away

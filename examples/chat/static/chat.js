@@ -75,7 +75,10 @@ function connect() {
   // shows (nothing twice, nothing missed), and keeps what is sent meanwhile.
   const url = new URL(chat.dataset.socketUrl, location.href);
   url.searchParams.set("user", nickname);
-  socket = new FlaskSocketsChannels.Socket(url, { idleTimeout: 70000, stopCodes: [1003, 1008] });
+  socket = new FlaskSocketsChannels.Socket(url, {
+    idleTimeout: Number(chat.dataset.idleTimeout),
+    stopCodes: [1003, 1008],
+  });
   socket.on("state", (state) => {
     setStatus(state);
     if (state === "open") {
