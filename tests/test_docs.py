@@ -435,10 +435,15 @@ def test_readme_demo_command_serves_the_chat_demo(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "the demo did not answer"
                 time.sleep(0.05)  # the server gives no readiness signal but answering
         with connect(f"ws://{base}/ws/lobby?user=ann", open_timeout=wait_time(5)) as ws:
+            # The browser client's protocol: where the room stands, then
+            # each message in an envelope with its position.
+            notice = json.loads(ws.recv(timeout=wait_time(5)))
+            assert (notice["room"], notice["recovered"]) == ("lobby", None)
             joined = {"kind": "join", "user": "ann", "here": ["ann"]}
-            assert json.loads(ws.recv(timeout=wait_time(5))) == joined
+            assert json.loads(ws.recv(timeout=wait_time(5)))["data"] == joined
             ws.send(json.dumps({"user": "ann", "text": "hello"}))
-            assert json.loads(ws.recv(timeout=wait_time(5))) == {"user": "ann", "text": "hello"}
+            hello = json.loads(ws.recv(timeout=wait_time(5)))["data"]
+            assert hello == {"user": "ann", "text": "hello"}
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
