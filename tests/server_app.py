@@ -159,8 +159,8 @@ def create_app(extension: bool = True) -> Flask:
             logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
     app.config["SOCKETS_HUB_URL"] = os.environ.get("FSC_TEST_HUB_URL") or None
-    # A test publishes 8 MiB at once: more than the kernel takes in one write.
-    app.config["SOCKETS_HUB_MAX_MESSAGE_SIZE"] = 16 << 20
+    # A test publishes 32 MiB at once: more than the kernel takes in one write.
+    app.config["SOCKETS_HUB_MAX_MESSAGE_SIZE"] = 64 << 20
     if extension:
         sockets.Sockets(app)
     websocket = not extension  # without the extension, rules must say so
