@@ -6,8 +6,11 @@ gunicorn: ``gunicorn -k gthread --threads 1100 --pythonpath benchmarks/servers o
 Endpoints: ``/echo`` (mixed-type echo, no compression), ``/echo/deflate``
 (the same with permessage-deflate accepted), ``/fanout/sub`` (a member of the
 hub room "bench"), ``/fanout/pub`` (every message received is published to
-the room). ``SOCKETS_HUB_URL`` in the environment selects the hub
-(unset: in-process; ``redis://127.0.0.1:PORT``: through Redis).
+the room), ``/resume/<room>`` (a member of the room that resumes from the
+browser client's ``since``, with envelopes; ``?plain=1``: without resuming;
+benchmarks/resume.py). ``SOCKETS_HUB_URL`` in the environment selects the
+hub (unset: in-process; ``redis://127.0.0.1:PORT``: through Redis),
+``SOCKETS_HUB_HISTORY`` how many messages each room keeps.
 
 TCP_NODELAY is set by the library. Keepalive pings stay at their defaults
 (48 s): no ping is sent during a run.
@@ -18,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 
-from flask import Flask
+from flask import Flask, request
 
 import flask_sockets_channels as sockets
 
@@ -27,6 +30,7 @@ MAX_MESSAGE_SIZE = 4 << 20
 
 app = Flask(__name__)
 app.config["SOCKETS_HUB_URL"] = os.environ.get("SOCKETS_HUB_URL") or None
+app.config["SOCKETS_HUB_HISTORY"] = int(os.environ.get("SOCKETS_HUB_HISTORY", "0"))
 app.config["SOCKETS_LOG_LEVEL"] = sockets.LOG_LEVEL_WARNING
 ext = sockets.Sockets(app)
 
@@ -64,6 +68,15 @@ def fanout_pub(receiver):  # type: ignore[no-untyped-def]
     hub = ext.hub
     for message in receiver:
         hub.publish("bench", message)
+
+
+@app.route("/resume/<room>")
+@sockets.json_messages(heartbeat=True)
+def resume(room, receiver, sender):  # type: ignore[no-untyped-def]
+    since = None if request.args.get("plain") else request.args.get("since")
+    with ext.hub.join(room, sender, since=since, envelope=True):
+        for _ in receiver:
+            pass
 
 
 if __name__ == "__main__":
