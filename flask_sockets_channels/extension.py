@@ -19,7 +19,7 @@ from werkzeug.routing.exceptions import WebsocketMismatch
 from .browser import serve_client
 from .exceptions import CloseCode, is_sendable_code
 from .handshake import NotUpgrade
-from .hub import MAX_MESSAGE_SIZE, Hub
+from .hub import MAX_MESSAGE_SIZE, MAX_RESUME, Hub
 from .limits import LIMITS_KEY, Limits, config_max_total
 from .options import LOG_LEVEL_WARNING, integer_limit, resolve_options, unknown_config_keys
 from .session import EXTENSION_KEY, is_socket_view
@@ -60,9 +60,10 @@ class Sockets:
     * :attr:`hub`, made from ``SOCKETS_HUB_URL`` (``None``: in-process;
       ``redis://...``: across processes), so that one setting moves an app
       from one process to many; ``SOCKETS_HUB_HISTORY`` (default 0) is how
-      many of each room's last messages it keeps for a replay, and
+      many of each room's last messages it keeps for a replay,
       ``SOCKETS_HUB_MAX_MESSAGE_SIZE`` (default 65536) the largest message,
-      in bytes, it publishes.
+      in bytes, it publishes, and ``SOCKETS_HUB_MAX_RESUME`` (default 1000)
+      the most messages one resume replays.
 
     Stored in ``app.extensions["sockets_channels"]``.
 
@@ -88,6 +89,7 @@ class Sockets:
         self._hub_url: str | None = None
         self._hub_history = 0
         self._hub_max_message_size = MAX_MESSAGE_SIZE
+        self._hub_max_resume = MAX_RESUME
         self._hub: Hub | None = None
         if app is not None:
             self.init_app(app)
@@ -107,6 +109,7 @@ class Sockets:
         self._hub_max_message_size = _config_int(
             app.config, "SOCKETS_HUB_MAX_MESSAGE_SIZE", MAX_MESSAGE_SIZE, 1
         )
+        self._hub_max_resume = _config_int(app.config, "SOCKETS_HUB_MAX_RESUME", MAX_RESUME, 0)
         for key in unknown_config_keys(app.config):
             options.log(LOG_LEVEL_WARNING, "unknown config key %s is ignored", key)
         app.extensions[EXTENSION_KEY] = self
@@ -133,6 +136,7 @@ class Sockets:
                     self._hub_url,
                     history=self._hub_history,
                     max_message_size=self._hub_max_message_size,
+                    max_resume=self._hub_max_resume,
                 )
             return self._hub
 

@@ -489,6 +489,16 @@ def test_sockets_hub_max_message_size_follows_the_config() -> None:
             sockets.Sockets(bad)
 
 
+def test_sockets_hub_max_resume_follows_the_config() -> None:
+    app = Flask(__name__)
+    app.config["SOCKETS_HUB_MAX_RESUME"] = 7
+    assert sockets.Sockets(app).hub.max_resume == 7
+    bad = Flask(__name__)
+    bad.config["SOCKETS_HUB_MAX_RESUME"] = -1
+    with pytest.raises(ValueError, match="SOCKETS_HUB_MAX_RESUME"):
+        sockets.Sockets(bad)
+
+
 def test_the_hub_counts_what_it_published_delivered_and_closed_as_too_slow() -> None:
     hub = sockets.Hub()
     steady, slow = Inbox(100), Inbox(1)
