@@ -30,7 +30,8 @@ from .exceptions import (
     WriteTimeout,
 )
 from .extension import Sockets
-from .hub import Hub, Member
+from .hub import Hub
+from .member import Member
 from .modes import byte_messages, json_messages, messages, mixed_messages
 from .options import (
     LOG_LEVEL_DEBUG,
