@@ -180,13 +180,13 @@ class Hub:
                 oldest first, then the live ones: none twice, none missed in
                 between.
             since: The position of the last message the member's client
-                received (text, as the member's :attr:`Member.position` or
+                received (text, as the member's ``Member.position`` or
                 an envelope gave it, or the browser client's ``since``
                 query parameter as it came: JSON of ``{room: position}``).
                 First deliver every kept message after it, then the live
                 ones; or, when the history cannot cover it, none (and, with
-                ``replay``, the kept messages). :attr:`Member.recovered`
-                and :attr:`Member.reason` say which. ``None`` (or a mapping
+                ``replay``, the kept messages). ``Member.recovered``
+                and ``Member.reason`` say which. ``None`` (or a mapping
                 without this room): a first join.
             envelope: Deliver each hub message as JSON text ``{"room",
                 "position", "data"}``, after a first one that says where the
