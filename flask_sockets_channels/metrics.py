@@ -46,6 +46,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Callable, Literal, Union
 
@@ -260,12 +261,15 @@ class MultiProcessExporter:
                         self._sent[key] = value
 
     def start(self) -> None:
-        """Start the thread, here and in every child forked later."""
-        os.register_at_fork(after_in_child=self._restart_in_child)
+        """Start the thread, here and in every child forked later (until
+        :meth:`close`)."""
+        _running.add(self)
         self._start_thread()
 
     def close(self) -> None:
-        """Stop the thread after one last copy."""
+        """Stop the thread after one last copy; a child forked later starts
+        none."""
+        _running.discard(self)
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
@@ -293,6 +297,22 @@ class MultiProcessExporter:
                 logger.error("metrics: copying the figures failed", exc_info=True)
             if stopping:
                 return
+
+
+# The exporters started and not closed: a forked child (a gunicorn worker of
+# a --preload app) starts their threads again. One fork hook for them all,
+# registered once (a hook cannot be removed, and must not keep a closed
+# exporter alive or restart it).
+_running: weakref.WeakSet[MultiProcessExporter] = weakref.WeakSet()
+
+
+def _restart_exporters_in_child() -> None:
+    for exporter in list(_running):
+        exporter._restart_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
+    os.register_at_fork(after_in_child=_restart_exporters_in_child)
 
 
 def register(

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import struct
+import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -402,3 +405,33 @@ def test_only_refused_upgrades_to_socket_views_are_counted(stats_server: Server)
             assert status == expected, (method, path)
     after = served_stats(stats_server)["rejected"]
     assert grown(before, after) == {"405": 1, "403": 1}
+
+
+def metrics_thread_in_a_forked_child() -> bool:
+    """Whether a child forked now runs the exporter's thread."""
+    reading, writing = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() of a threaded process
+        pid = os.fork()
+    if pid == 0:  # the child: answer through the pipe, and no more
+        names = [thread.name for thread in threading.enumerate()]
+        os.write(writing, b"1" if "flask-sockets-channels metrics" in names else b"0")
+        os._exit(0)
+    os.close(writing)
+    try:
+        answer = os.read(reading, 1)
+    finally:
+        os.close(reading)
+        os.waitpid(pid, 0)
+    return answer == b"1"
+
+
+def test_a_closed_exporter_starts_no_thread_in_a_child_forked_later() -> None:
+    ext = sockets.Sockets(Flask(__name__))
+    exporter = metrics.MultiProcessExporter(ext, 60.0)
+    exporter.start()
+    try:
+        assert metrics_thread_in_a_forked_child()  # a --preload app's worker
+    finally:
+        exporter.close()
+    assert not metrics_thread_in_a_forked_child()
