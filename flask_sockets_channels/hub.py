@@ -239,7 +239,9 @@ class Hub:
             if resumed.recovered:
                 entries = resumed.entries
         member.position = str(here)
-        frames = [self._frame_for(member, kept.epoch, offset, frame) for offset, frame in entries]
+        frames = [
+            log.as_sent(room, kept.epoch, offset, frame, envelope) for offset, frame in entries
+        ]
         if envelope:
             # The notice says after which position the messages that follow
             # come: what the page had (a resume), or the room's start (a
@@ -425,10 +427,6 @@ class Hub:
             log.joining -= 1
             if not self._rooms.get(room) and not log.joining and self._logs.get(room) is log:
                 del self._logs[room]
-
-    def _frame_for(self, member: Member, epoch: str, offset: Any, frame: Outgoing) -> Outgoing:
-        """A kept message as ``member`` receives it."""
-        return envelope(member.room, Position(epoch, offset), frame) if member.envelope else frame
 
     def resync_presence(self, rooms: Iterable[str] = ()) -> None:
         """Write this process's presence again, for every room that has

@@ -19,9 +19,9 @@ import threading
 from collections import deque
 from typing import Any
 
-from .engine import Outgoing
+from .engine import Outgoing, with_plain_frame
 from .exceptions import HubUnavailable
-from .resume import START, Kept, Position
+from .resume import START, Kept, Position, envelope
 
 __all__ = ["RoomLog"]
 
@@ -46,6 +46,9 @@ class RoomLog:
         self._pending: list[tuple[Any, Outgoing, str]] | None = []
         self._ready = threading.Event()
         self._error: HubUnavailable | None = None
+        # Each kept message as members receive it, serialised once for all
+        # (a burst of resumes sends the same messages to hundreds).
+        self._sent: dict[tuple[Any, bool], Outgoing] = {}
         self.joining = 0
 
     @property
@@ -95,6 +98,10 @@ class RoomLog:
             return
         if len(self._entries) == self._size:
             self._complete = False  # the oldest goes
+            if self._entries:
+                oldest = self._entries[0][0]
+                self._sent.pop((oldest, True), None)
+                self._sent.pop((oldest, False), None)
         self._entries.append((offset, frame))
         self._last = offset
 
@@ -102,7 +109,21 @@ class RoomLog:
         """What the copy holds no longer continues the room's history (the
         broker lost data): it starts over, knowing nothing before."""
         self._entries.clear()
+        self._sent.clear()
         self._epoch, self._complete, self._last = epoch, False, None
+
+    def as_sent(
+        self, room: str, epoch: str, offset: Any, frame: Outgoing, enveloped: bool
+    ) -> Outgoing:
+        """A kept message as a member receives it (in an envelope, or not),
+        serialised once. Takes no lock: two joins that make it at once make
+        the same frame, and one of them is kept."""
+        key = (offset, enveloped)
+        sent = self._sent.get(key)
+        if sent is None:
+            made = envelope(room, Position(epoch, offset), frame) if enveloped else frame
+            sent = self._sent.setdefault(key, with_plain_frame(made))
+        return sent
 
     def kept(self) -> Kept:
         """The copy now."""
