@@ -39,7 +39,7 @@ from .channels import Channel, Closed
 from .controls import Disconnect, Done, check_close
 from .engine import Outgoing, Protocol, State
 from .exceptions import CloseCode, KeepaliveTimeout, SocketsError
-from .keepalive import scheduler
+from .keepalive import limit_unacknowledged, scheduler
 from .loglimit import LogLimit
 from .options import LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options
 from .options import seconds as to_seconds
@@ -289,6 +289,7 @@ class Connection(Writing):
             self._sock.settimeout(self._write_wait)
             self._sock.sendall(handshake_response)
         self._sock.settimeout(None)
+        limit_unacknowledged(self._sock, self._pong_wait)
         self.options.log(LOG_LEVEL_INFO, "%s: opened", self.name)
         self._buffered = buffered
         now = time.monotonic()
@@ -313,13 +314,6 @@ class Connection(Writing):
         """
         self._shutdown(socket.SHUT_RDWR)
         self._stop_receiving()
-
-    def _stop_receiving(self) -> None:
-        """Close ``receiver`` and wake a reader paused on it or on the rate
-        limit: it must read on, for the peer's close frame or the EOF."""
-        self.receiver.close()
-        if self._unpause is not None:
-            self._unpause.set()
 
     def _slow_consumer(self) -> None:
         self.options.log(LOG_LEVEL_WARNING, "%s: hub backlog full; closing (1008)", self.name)

@@ -114,7 +114,9 @@ class MessageTooBig(ProtocolError):
 
 
 class KeepaliveTimeout(SocketsError):
-    """No pong and no frame arrived within ``pong_wait``; closed with 1011."""
+    """No pong and no frame arrived within ``pong_wait``; closed with 1011.
+    Or nothing the server sent was acknowledged within ``pong_wait`` (the
+    peer vanished without FIN or RST; found by the kernel): cut, 1006."""
 
 
 class WriteTimeout(SocketsError):

@@ -18,14 +18,19 @@ only, and if the thread ends anyway, a new one takes over.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import heapq
 import itertools
 import logging
+import socket
 import threading
 import time
 from typing import Protocol
 
-__all__ = ["Scheduler", "Timed", "scheduler"]
+from .exceptions import KeepaliveTimeout
+
+__all__ = ["Scheduler", "Timed", "limit_unacknowledged", "scheduler", "vanished"]
 
 logger = logging.getLogger("flask_sockets_channels")
 
@@ -179,3 +184,34 @@ class Scheduler:
 
 #: The process-wide scheduler.
 scheduler = Scheduler()
+
+
+def limit_unacknowledged(sock: socket.socket, pong_wait: float | None) -> None:
+    """Have the kernel end the connection once bytes it sent stay
+    unacknowledged for ``pong_wait`` (``TCP_USER_TIMEOUT``; Linux).
+
+    A peer gone without FIN or RST (a laptop asleep, a phone off the
+    network) is otherwise found by the missing pong, which a reader paused
+    for the rate limit or a full ``receiver`` cannot read, and a writer
+    blocked on a full buffer cannot even send: the connection would wait
+    for ``write_wait``, or for the kernel's retransmissions to give up
+    (about 15 minutes). A live peer acknowledges the pings, so this ends
+    only what ``pong_wait`` already calls dead. No-op where the option does
+    not exist or the socket is not TCP.
+    """
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if pong_wait is None or option is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, option, max(1, round(pong_wait * 1000)))
+
+
+def vanished(exc: OSError | None, pong_wait: float | None) -> KeepaliveTimeout | None:
+    """The error to report when a socket error is the kernel's verdict of
+    :func:`limit_unacknowledged` (``ETIMEDOUT``), else ``None``. The reader
+    or a writer, whichever meets it first, reports it."""
+    if exc is None or exc.errno != errno.ETIMEDOUT:
+        return None
+    error = KeepaliveTimeout(f"nothing acknowledged within {pong_wait} s")
+    error.__cause__ = exc
+    return error

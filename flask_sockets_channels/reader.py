@@ -26,7 +26,8 @@ from .exceptions import (
     ProtocolError,
     SocketsError,
 )
-from .options import LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING
+from .keepalive import vanished
+from .options import LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, seconds
 from .ratelimit import TokenBucket
 
 if TYPE_CHECKING:
@@ -275,6 +276,13 @@ class Reading:
         if items:
             self._put_on_receiver(items)
 
+    def _stop_receiving(self) -> None:
+        """Close ``receiver`` and wake a reader paused on it or on the rate
+        limit: it must read on, for the peer's close frame or the EOF."""
+        self.receiver.close()
+        if self._unpause is not None:
+            self._unpause.set()
+
     def _wait_for_token(self, seconds: float) -> bool:
         """Pause ``seconds`` for the rate limit (a paused reader is not a dead
         peer); False if the connection ended meanwhile."""
@@ -311,8 +319,10 @@ class Reading:
         if error is None:
             if self._close_request is not None or self._protocol.state is not State.OPEN:
                 return
-            error = ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "connection lost")
-            error.__cause__ = cause
+            error = vanished(cause, seconds(self.options.pong_wait))
+            if error is None:
+                error = ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "connection lost")
+                error.__cause__ = cause
         self._report_failure(error)
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import engine
 from .engine import Outgoing, State
 from .exceptions import CloseCode, ConnectionClosedError, SocketsError, WriteTimeout
-from .keepalive import scheduler
+from .keepalive import scheduler, vanished
 from .options import LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, Options
 from .options import seconds as to_seconds
 from .reader import Reading
@@ -141,7 +141,10 @@ class Writing(Reading):
         try:
             send_all(self._sock, data, deadline, self._send_slice, self._drained)
         except socket.timeout as exc:
-            self._write_broke(WriteTimeout(f"write blocked for {self._write_wait} s"), exc)
+            if exc.errno is not None:  # the kernel's ETIMEDOUT (3.10+: the same class)
+                self.write_failed(exc)
+            else:
+                self._write_broke(WriteTimeout(f"write blocked for {self._write_wait} s"), exc)
             return False
         except OSError as exc:
             self.write_failed(exc)
@@ -162,9 +165,13 @@ class Writing(Reading):
         connection reads as closed, so a ``put`` raising ``Closed`` is a
         normal end for the view.
         """
+        dead = vanished(exc, to_seconds(self.options.pong_wait))
+        if dead is not None:  # no close frame can reach the peer
+            self._write_broke(dead, exc)
+            return
         self.options.log(LOG_LEVEL_DEBUG, "%s: write failed: %s", self.name, exc)
         self.sender.close(discard=True)
-        self.receiver.close()  # a reader paused on a full receiver reads on
+        self._stop_receiving()  # a paused reader reads on, to the EOF or reset
 
     def writer_lost(self, exc: Exception) -> None:
         """The write path lost its writer thread: none could start (the

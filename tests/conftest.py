@@ -59,13 +59,14 @@ def die_with_parent() -> None:
 class Server:
     """A running server: its base URLs, journal and log."""
 
-    def __init__(self, kind: str, port: int, log_path: Path) -> None:
+    def __init__(self, kind: str, port: int, log_path: Path, address: str = "127.0.0.1") -> None:
         self.kind = kind
         self.port = port
         self.log_path = log_path
-        self.http = f"http://127.0.0.1:{port}"
-        self.ws = f"ws://127.0.0.1:{port}"
-        self.host = f"127.0.0.1:{port}"
+        self.address = address
+        self.http = f"http://{address}:{port}"
+        self.ws = f"ws://{address}:{port}"
+        self.host = f"{address}:{port}"
 
     def get(self, path: str, timeout: float = 10) -> tuple[int, str]:
         try:
@@ -97,21 +98,23 @@ class Server:
 
 
 @contextlib.contextmanager
-def werkzeug_server(log_path: Path, extension: bool = True) -> Iterator[Server]:
+def werkzeug_server(
+    log_path: Path, extension: bool = True, address: str = "127.0.0.1"
+) -> Iterator[Server]:
     """The werkzeug development server, threaded, in this process."""
     os.environ["FSC_TEST_LOG"] = str(log_path)
-    with serve_app(create_app(extension=extension), log_path) as server:
+    with serve_app(create_app(extension=extension), log_path, address) as server:
         yield server
 
 
 @contextlib.contextmanager
-def serve_app(app: Any, log_path: Path) -> Iterator[Server]:
+def serve_app(app: Any, log_path: Path, address: str = "127.0.0.1") -> Iterator[Server]:
     """Any app on a threaded werkzeug server in this process."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server(address, 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="werkzeug-test-server")
     thread.start()
     try:
-        yield Server("werkzeug", server.server_port, log_path)
+        yield Server("werkzeug", server.server_port, log_path, address)
     finally:
         server.shutdown()
         server.server_close()
@@ -128,6 +131,7 @@ def gunicorn_server(
     app_spec: str = "tests.server_app:app_from_env()",
     ready_path: str = "/",
     port: int = 0,
+    address: str = "127.0.0.1",
 ) -> Iterator[Server]:
     """gunicorn with one gthread worker, as a subprocess bound to a socket
     we opened on an ephemeral port (so no port race and no polling), or on
@@ -145,7 +149,9 @@ def gunicorn_server(
             app_spec,
         ]  # fmt: skip
 
-    with _server_process("gunicorn", command, log_path, extension, env, ready_path, port) as server:
+    with _server_process(
+        "gunicorn", command, log_path, extension, env, ready_path, port, address
+    ) as server:
         yield server
 
 
@@ -171,12 +177,13 @@ def _server_process(
     env: dict[str, str] | None,
     ready_path: str,
     port: int = 0,
+    address: str = "127.0.0.1",
 ) -> Iterator[Server]:
     """Start ``command(fd)`` with a listening socket on a free loopback port
     (or ``port``) passed as ``fd``; stop it by its PID at the end."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", port))
+    listener.bind((address, port))
     listener.listen(128)
     port = listener.getsockname()[1]
     env = dict(
@@ -195,7 +202,7 @@ def _server_process(
     )
     listener.close()
     try:
-        server = Server(kind, port, log_path)
+        server = Server(kind, port, log_path, address)
         server.process = process  # type: ignore[attr-defined]
         status, _ = server.get(ready_path, timeout=30)
         assert status == 200

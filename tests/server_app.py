@@ -8,6 +8,7 @@ the journal id with ``?id=...``.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -374,6 +375,27 @@ def create_app(extension: bool = True) -> Flask:
         for message in receiver:
             sender.put(message)
         _report(connection, errors, _entry_id())
+
+    @app.route("/vanish/<mode>", websocket=websocket)
+    @sockets.messages(ping_period=0.5, pong_wait=1.5, close_timeout=0.5, rate_limit=(1, 60))
+    def vanish(mode, receiver, sender, done, errors, connection):  # type: ignore[no-untyped-def]
+        """A peer about to vanish without FIN or RST (tests/netns.py). The
+        view only reads, only writes, or only waits; or the reader is
+        paused for the rate limit (one message a minute; the client sends
+        two)."""
+        sender.put("ready")
+        if mode == "writes":
+            with contextlib.suppress(sockets.Closed):
+                while True:
+                    sender.put("x" * 1024)
+        elif mode == "waits":
+            done.wait()
+        else:  # "reads", "paused"
+            if mode == "paused":
+                sender.put(f"got {receiver.get(timeout=10)}")  # the second waits
+            for _ in receiver:
+                pass
+        _report(connection, errors, _entry_id(), ended_at=time.time())
 
     @app.route("/heartbeat", websocket=websocket)
     @sockets.messages(ping_period=0.3, pong_wait=0.9, heartbeat=True)

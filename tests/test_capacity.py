@@ -525,7 +525,7 @@ def test_close_all_in_a_signal_handler_takes_no_lock_the_interrupted_thread_may_
             threading._active_limbo_lock,  # type: ignore[attr-defined]
         ]
         took = call_in_signal_handler(ext.close_all, held)
-        assert took < 0.5
+        assert took < 1.0  # it waited for nothing (close_timeout is 5 s)
         for ws in clients:
             with pytest.raises(ConnectionClosed) as closed:
                 ws.recv(timeout=T)
@@ -559,7 +559,7 @@ def test_close_all_in_a_signal_handler_does_not_wait_for_the_hub_listener(
             # The listener looks at its stop flag every 0.5 s: had the handler
             # stopped it, it would have waited for that, and found it ended.
             assert alive_after == [True]
-            assert took < 0.25
+            assert took < 1.0  # and it waited for nothing else (close_timeout is 5 s)
             with pytest.raises(ConnectionClosed) as closed:
                 ws.recv(timeout=T)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001

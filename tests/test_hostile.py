@@ -411,8 +411,10 @@ def test_put_nowait_and_put_timeout_never_wait_on_the_socket(server: Server) -> 
     finally:
         client.sock.close()
     assert result["full"] > 0, "the buffer never filled: the socket never blocked"
-    assert result["slowest"]["put_nowait"] < 0.05, result
-    assert result["slowest"]["put_timeout"] < 0.05 + 0.02, result
+    # Waiting on the socket would take write_wait (2 s): a loaded machine's
+    # scheduling stays far below that.
+    assert result["slowest"]["put_nowait"] < 1.0, result
+    assert result["slowest"]["put_timeout"] < 1.0, result
 
 
 def test_a_client_that_closes_and_leaves_at_once_is_a_normal_end(fresh: Server) -> None:
