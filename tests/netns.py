@@ -32,15 +32,24 @@ class VethPeer:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
-            ["ip", "netns", "exec", self.name, *args], env=env, text=True, **kwargs
+            [*self.exec_prefix, *args], env=env, text=True, **kwargs
         )
 
     def python(self, *args: str, **kwargs: object) -> subprocess.Popen[str]:
         return self.popen([sys.executable, *args], **kwargs)
 
+    @property
+    def exec_prefix(self) -> tuple[str, ...]:
+        """What runs a command in the peer's namespace."""
+        return ("ip", "netns", "exec", self.name)
+
     def vanish(self) -> None:
         """Take the peer's link down: nothing reaches it, nothing is sent."""
         _ip("-n", self.name, "link", "set", self.link, "down")
+
+    def restore(self) -> None:
+        """Bring the peer's link up again."""
+        _ip("-n", self.name, "link", "set", self.link, "up")
 
 
 def _ip(*args: str) -> None:

@@ -647,11 +647,19 @@ def test_a_process_killed_without_leaving_drops_out_of_presence_within_30_second
 class Publisher:
     """tests/hub_publisher.py in a process of its own."""
 
-    def __init__(self, url: str, room: str, count: int, pace: float, history: int = 0) -> None:
+    def __init__(
+        self,
+        url: str,
+        room: str,
+        count: int,
+        pace: float,
+        history: int = 0,
+        prefix: tuple[str, ...] = (),
+    ) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.hub_publisher", url, room, str(count), str(pace),
-             str(history)],
+            [*prefix, sys.executable, "-m", "tests.hub_publisher", url, room, str(count),
+             str(pace), str(history)],
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
@@ -694,9 +702,10 @@ class Publisher:
 
 @contextlib.contextmanager
 def publishing(
-    url: str, room: str, count: int, pace: float, history: int = 0
+    url: str, room: str, count: int, pace: float, history: int = 0, prefix: tuple[str, ...] = ()
 ) -> Iterator[Publisher]:
-    publisher = Publisher(url, room, count, pace, history)
+    """A :class:`Publisher`, its command after ``prefix`` (``ip netns exec NS``)."""
+    publisher = Publisher(url, room, count, pace, history, prefix)
     try:
         yield publisher
     finally:

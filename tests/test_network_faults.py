@@ -1,11 +1,13 @@
-"""Faults of a real network: a peer that vanishes without FIN or RST (its
-link goes down, tests/netns.py) is found within ``pong_wait``, whatever
+"""Faults of a real network (tests/netns.py: a link that goes down, so no
+FIN or RST): a peer that vanishes is found within ``pong_wait``, whatever
 the view is doing: reading, writing, waiting, or with its reader paused
 for the rate limit (where no pong can be read, the kernel's
-``TCP_USER_TIMEOUT``, set to ``pong_wait``, ends it)."""
+``TCP_USER_TIMEOUT``, set to ``pong_wait``, ends it); a Redis server whose
+link goes down and comes back loses the hub nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 import uuid
@@ -13,9 +15,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis as redis_py
 
-from tests.conftest import SERVERS, Server, wait_time
+from flask_sockets_channels.redis_transport import READ_TIMEOUT
+from tests.conftest import SERVERS, Server, die_with_parent, free_port, have, require, wait_time
 from tests.netns import VethPeer, veth_peer
+from tests.test_hub_redis import (
+    Collector,
+    drain,
+    hub_app_server,
+    hub_at,
+    new_room,
+    open_member,
+    publishing,
+    wait_until_every_member_hears,
+)
 
 PONG_WAIT = 1.5  # the /vanish views' options (tests/server_app.py)
 CLOSE_TIMEOUT = 0.5
@@ -52,7 +66,7 @@ def test_a_peer_that_vanishes_is_found_within_pong_wait(
         client.wait()
         if client.stdout is not None:
             client.stdout.close()
-        subprocess.run(["ip", "-n", peer.name, "link", "set", peer.link, "up"], check=True)
+        peer.restore()
     assert result["ended_at"] > vanished_at, "the view ended before its peer vanished"
     assert took < PONG_WAIT + CLOSE_TIMEOUT + wait_time(2), result
     assert [error["type"] for error in result["errors"]] == ["KeepaliveTimeout"], result
@@ -60,3 +74,67 @@ def test_a_peer_that_vanishes_is_found_within_pong_wait(
     # (a paused reader reads no pong: always the kernel)
     assert result["close_code"] in ((1006,) if mode == "paused" else (1006, 1011)), result
     assert result["threads_alive"] == []
+
+
+@contextlib.contextmanager
+def redis_across(peer: VethPeer) -> Iterator[int]:
+    """A redis-server in the peer's namespace, on the peer's address (what
+    the server's hub uses) and on the namespace's loopback (the publisher
+    beside it, which keeps publishing while the link is down); its port."""
+    require(have("redis-server"), "redis-server is missing (apt-get install redis-server)")
+    port = free_port()
+    process = peer.popen(
+        ["redis-server", "--port", str(port), "--bind", f"{peer.peer_ip} 127.0.0.1",
+         "--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )  # fmt: skip
+    try:
+        client = redis_py.Redis(host=peer.peer_ip, port=port, socket_connect_timeout=1)
+        deadline = time.monotonic() + wait_time(10)
+        while True:
+            try:
+                client.ping()
+                break
+            except redis_py.exceptions.ConnectionError:
+                assert time.monotonic() < deadline and process.poll() is None, "no redis-server"
+                time.sleep(0.02)  # redis-server offers no readiness signal but PING
+        client.close()
+        yield port
+    finally:
+        process.terminate()
+        process.wait(wait_time(10))
+
+
+def test_a_redis_behind_a_link_that_goes_down_and_comes_back_loses_nothing(
+    peer: VethPeer, tmp_path: Path
+) -> None:
+    """Redis's link goes down for longer than the hub reader's socket
+    timeout while a process beside Redis publishes: the reader gives up the
+    dead connection, connects again once the link is back, and every member
+    gets every message once, in order."""
+    room, count = new_room(), 1000
+    with redis_across(peer) as port, contextlib.ExitStack() as stack:
+        far = f"redis://{peer.peer_ip}:{port}/0"
+        server = stack.enter_context(hub_app_server(tmp_path, "far", far))
+        prober = stack.enter_context(hub_at(far))
+        members = [open_member(stack, server, room)[0] for _ in range(2)]
+        wait_until_every_member_hears(prober, room, members)
+        collectors = [Collector(ws, f"n-{count - 1}") for ws in members]
+        near = f"redis://127.0.0.1:{port}/0"
+        with publishing(near, room, count, 0.01, prefix=peer.exec_prefix) as publisher:
+            publisher.wait_for(200)
+            peer.vanish()
+            try:
+                # The fault's length, not a wait for something: past the
+                # reader's socket timeout, so that it must connect again.
+                time.sleep(READ_TIMEOUT + 3)
+            finally:
+                peer.restore()
+            publisher.wait_for(None)
+        for collector in collectors:
+            assert collector.numbers() == list(range(count))
+        for ws in members:
+            assert drain(ws) == []  # and nothing twice
+        log = server.wait_log("hub: reconnected to")
+        assert "hub: lost" in log  # the dead connection was given up, not waited out
