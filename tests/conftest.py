@@ -251,11 +251,15 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A redis-server process on loopback, persistence off."""
+    """A redis-server process on loopback, persistence off; or on
+    ``address`` (and its loopback) with its command after ``prefix`` (in
+    another network namespace: tests/netns.py)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, address: str = "127.0.0.1", prefix: tuple[str, ...] = ()) -> None:
         self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
+        self.url = f"redis://{address}:{port}/0"
+        self.bind = " ".join(dict.fromkeys([address, "127.0.0.1"]))
+        self.prefix = prefix
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -263,8 +267,9 @@ class RedisServer:
         import redis
 
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning"],
+            [*self.prefix, "redis-server", "--port", str(self.port), "--bind", self.bind,
+             "--save", "", "--appendonly", "no", "--protected-mode", "no",
+             "--loglevel", "warning"],
             stdout=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
         )  # fmt: skip

@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis as redis_py
 
 from flask_sockets_channels.redis_transport import READ_TIMEOUT
-from tests.conftest import SERVERS, Server, die_with_parent, free_port, have, require, wait_time
+from tests.conftest import SERVERS, RedisServer, Server, free_port, wait_time
 from tests.netns import VethPeer, veth_peer
 from tests.test_hub_redis import (
     Collector,
@@ -77,33 +76,16 @@ def test_a_peer_that_vanishes_is_found_within_pong_wait(
 
 
 @contextlib.contextmanager
-def redis_across(peer: VethPeer) -> Iterator[int]:
+def redis_across(peer: VethPeer) -> Iterator[RedisServer]:
     """A redis-server in the peer's namespace, on the peer's address (what
     the server's hub uses) and on the namespace's loopback (the publisher
-    beside it, which keeps publishing while the link is down); its port."""
-    require(have("redis-server"), "redis-server is missing (apt-get install redis-server)")
-    port = free_port()
-    process = peer.popen(
-        ["redis-server", "--port", str(port), "--bind", f"{peer.peer_ip} 127.0.0.1",
-         "--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
-    )  # fmt: skip
+    beside it, which keeps publishing while the link is down)."""
+    redis = RedisServer(free_port(), peer.peer_ip, peer.exec_prefix)
     try:
-        client = redis_py.Redis(host=peer.peer_ip, port=port, socket_connect_timeout=1)
-        deadline = time.monotonic() + wait_time(10)
-        while True:
-            try:
-                client.ping()
-                break
-            except redis_py.exceptions.ConnectionError:
-                assert time.monotonic() < deadline and process.poll() is None, "no redis-server"
-                time.sleep(0.02)  # redis-server offers no readiness signal but PING
-        client.close()
-        yield port
+        redis.start()
+        yield redis
     finally:
-        process.terminate()
-        process.wait(wait_time(10))
+        redis.stop()
 
 
 def test_a_redis_behind_a_link_that_goes_down_and_comes_back_loses_nothing(
@@ -114,14 +96,13 @@ def test_a_redis_behind_a_link_that_goes_down_and_comes_back_loses_nothing(
     dead connection, connects again once the link is back, and every member
     gets every message once, in order."""
     room, count = new_room(), 1000
-    with redis_across(peer) as port, contextlib.ExitStack() as stack:
-        far = f"redis://{peer.peer_ip}:{port}/0"
-        server = stack.enter_context(hub_app_server(tmp_path, "far", far))
-        prober = stack.enter_context(hub_at(far))
+    with redis_across(peer) as redis, contextlib.ExitStack() as stack:
+        server = stack.enter_context(hub_app_server(tmp_path, "far", redis.url))
+        prober = stack.enter_context(hub_at(redis.url))
         members = [open_member(stack, server, room)[0] for _ in range(2)]
         wait_until_every_member_hears(prober, room, members)
         collectors = [Collector(ws, f"n-{count - 1}") for ws in members]
-        near = f"redis://127.0.0.1:{port}/0"
+        near = f"redis://127.0.0.1:{redis.port}/0"
         with publishing(near, room, count, 0.01, prefix=peer.exec_prefix) as publisher:
             publisher.wait_for(200)
             peer.vanish()

@@ -30,7 +30,10 @@ MAX_MESSAGE_SIZE = 4 << 20
 
 app = Flask(__name__)
 app.config["SOCK_SERVER_OPTIONS"] = {
-    "ping_interval": None,
+    # BENCH_PING_PERIOD: pings on, as in ours_app.py (benchmarks/soak.py)
+    "ping_interval": float(os.environ["BENCH_PING_PERIOD"])
+    if "BENCH_PING_PERIOD" in os.environ
+    else None,
     "max_message_size": MAX_MESSAGE_SIZE,
     "receive_bytes": int(os.environ.get("FLASK_SOCK_RECEIVE_BYTES", 1 << 16)),
 }

@@ -10,18 +10,22 @@ the room), ``/resume/<room>`` (a member of the room that resumes from the
 browser client's ``since``, with envelopes; ``?plain=1``: without resuming;
 benchmarks/resume.py). ``SOCKETS_HUB_URL`` in the environment selects the
 hub (unset: in-process; ``redis://127.0.0.1:PORT``: through Redis),
-``SOCKETS_HUB_HISTORY`` how many messages each room keeps.
+``SOCKETS_HUB_HISTORY`` how many messages each room keeps. ``/threads``:
+the library's threads (readers, writers, the timer) and all of the
+process's (benchmarks/soak.py).
 
 TCP_NODELAY is set by the library. Keepalive pings stay at their defaults
-(48 s): no ping is sent during a run.
+(48 s), so no ping is sent during a run of benchmarks/run.py;
+``BENCH_PING_PERIOD`` and ``BENCH_PONG_WAIT`` set them (benchmarks/soak.py).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 
-from flask import Flask, request
+from flask import Flask, jsonify, request
 
 import flask_sockets_channels as sockets
 
@@ -32,12 +36,22 @@ app = Flask(__name__)
 app.config["SOCKETS_HUB_URL"] = os.environ.get("SOCKETS_HUB_URL") or None
 app.config["SOCKETS_HUB_HISTORY"] = int(os.environ.get("SOCKETS_HUB_HISTORY", "0"))
 app.config["SOCKETS_LOG_LEVEL"] = sockets.LOG_LEVEL_WARNING
+if "BENCH_PING_PERIOD" in os.environ:
+    app.config["SOCKETS_PING_PERIOD"] = float(os.environ["BENCH_PING_PERIOD"])
+    app.config["SOCKETS_PONG_WAIT"] = float(os.environ["BENCH_PONG_WAIT"])
 ext = sockets.Sockets(app)
 
 
 @app.route("/")
 def index() -> str:
     return "ours\n"
+
+
+@app.route("/threads")
+def threads():  # type: ignore[no-untyped-def]
+    names = [thread.name for thread in threading.enumerate()]
+    library = [n for n in names if n.startswith("ws-") or n.startswith("flask-sockets-channels")]
+    return jsonify(threads=len(names), library_threads=len(library))
 
 
 @app.route("/echo")
