@@ -13,7 +13,8 @@
 //     can see that the client was not the bottleneck.
 //
 // Scenarios: echo (also `large` and deflate: the same loop with other
-// parameters), rtt, idle, fanout. See benchmarks/run.py for what each means.
+// parameters), rtt, idle, fanout. See benchmarks/run.py for what each means;
+// hold: benchmarks/hold.py.
 
 import { readdirSync, readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
@@ -472,9 +473,134 @@ async function fanout() {
   };
 }
 
+// -- hold: many idle connections held for a while, keepalive pings on -------
+
+// A process that is gone, or a zombie (its status has no memory left).
+function alive(pid) {
+  try {
+    return /^VmRSS:/m.test(readFileSync(`/proc/${pid}/status`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+async function hold() {
+  const { url, count, concurrency } = cfg;
+  const pid = cfg.pids[0];
+  const t0 = performance.now();
+  const seconds = () => (performance.now() - t0) / 1000;
+  const base = procStatus(pid);
+  const samples = [];
+  let died = null;
+  let dropped = 0;
+  let pings = 0;
+  const dropCodes = {};
+  let phase = "open";
+  const sample = () => {
+    if (died !== null) return;
+    if (!alive(pid)) {
+      died = { at_s: seconds(), phase };
+      process.stderr.write(`client: the worker ${pid} is gone at ${died.at_s.toFixed(1)} s (${phase})\n`);
+      return;
+    }
+    samples.push({ t_s: seconds(), phase, ...procStatus(pid) });
+  };
+  const sampler = setInterval(sample, cfg.sample_s * 1000);
+  const watch = (ws) => {
+    ws.on("ping", () => pings++);
+    ws.once("close", (code) => {
+      if (phase === "close") return;
+      dropped++;
+      dropCodes[code] = (dropCodes[code] ?? 0) + 1;
+    });
+    return ws;
+  };
+  let opened = 0;
+  let failedOpens = 0;
+  const sockets = [];
+  let next = 0;
+  async function opener() {
+    while (next < count && died === null) {
+      next++;
+      try {
+        sockets.push(watch(await connect(url, { timeoutMs: 30000 })));
+        opened++;
+      } catch (err) {
+        failedOpens++;
+        if (failedOpens <= 5) process.stderr.write(`client: open failed: ${err.message}\n`);
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, opener));
+  const openSeconds = seconds();
+  sample();
+  const opened_at = samples[samples.length - 1] ?? procStatus(pid);
+  process.stderr.write(`client: ${opened} open in ${openSeconds.toFixed(1)} s; holding ${cfg.hold_s} s\n`);
+  phase = "hold";
+  const holdStart = seconds();
+  while (seconds() - holdStart < cfg.hold_s && died === null) await sleep(500);
+  const held = died === null && alive(pid) ? procStatus(pid) : null;
+  phase = "answer";
+  let answered = 0;
+  const live = sockets.filter((ws) => ws.readyState === WebSocket.OPEN);
+  const answerStart = seconds();
+  // One message on each connection and its echo: `answer_concurrency` in
+  // flight at a time, or all at once (0: a burst).
+  const ask = (ws) =>
+    new Promise((resolve) => {
+      ws.once("message", () => {
+        answered++;
+        resolve();
+      });
+      ws.send("still there?");
+    });
+  const window = cfg.answer_concurrency || live.length;
+  let nextAsk = 0;
+  async function asker() {
+    while (nextAsk < live.length) await ask(live[nextAsk++]);
+  }
+  await Promise.race([
+    Promise.all(Array.from({ length: Math.min(window, live.length) }, asker)),
+    sleep(cfg.answer_timeout_s * 1000),
+  ]);
+  const answerSeconds = seconds() - answerStart;
+  phase = "close";
+  const closeStart = seconds();
+  await closeAll(sockets, 60000);
+  const closeSeconds = seconds() - closeStart;
+  let after = null;
+  if (died === null && alive(pid)) {
+    await waitForThreads(pid, base.threads, cfg.settle_s * 1000, 60000);
+    after = procStatus(pid);
+  }
+  clearInterval(sampler);
+  return {
+    count,
+    opened,
+    failed_opens: failedOpens,
+    open_s: openSeconds,
+    hold_s: cfg.hold_s,
+    dropped,
+    drop_codes: dropCodes,
+    pings,
+    answered,
+    answer_s: answerSeconds,
+    answer_concurrency: cfg.answer_concurrency,
+    close_s: closeSeconds,
+    died,
+    base,
+    opened_status: opened_at,
+    held,
+    after,
+    rss_kib_per_conn: opened && held ? (held.rss_kib - base.rss_kib) / opened : null,
+    threads_per_conn: opened && held ? (held.threads - base.threads) / opened : null,
+    samples,
+  };
+}
+
 // ---------------------------------------------------------------------------
 
-const scenarios = { echo, rtt, idle, fanout };
+const scenarios = { echo, rtt, idle, fanout, hold };
 
 try {
   const run = scenarios[cfg.scenario];

@@ -393,7 +393,10 @@ class Sender(Channel[Any]):
         if self._thread is not None:
             return  # it re-checks the backlog under the lock before it ends
         self._retired = [thread for thread in self._retired if thread.is_alive()]
-        thread = threading.Thread(target=self._write_loop, name=f"{self._wire.name} writer")
+        # a daemon for the reason the reader is one (connection.py)
+        thread = threading.Thread(
+            target=self._write_loop, name=f"{self._wire.name} writer", daemon=True
+        )
         try:
             thread.start()
         except RuntimeError as exc:  # the process is at its thread limit

@@ -29,6 +29,9 @@ from flask_sock import ConnectionClosed, Sock
 MAX_MESSAGE_SIZE = 4 << 20
 
 app = Flask(__name__)
+
+if "BENCH_SWITCH_INTERVAL" in os.environ:  # benchmarks/hold.py --switch-interval
+    sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
 app.config["SOCK_SERVER_OPTIONS"] = {
     # BENCH_PING_PERIOD: pings on, as in ours_app.py (benchmarks/soak.py)
     "ping_interval": float(os.environ["BENCH_PING_PERIOD"])

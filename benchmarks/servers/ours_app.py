@@ -33,6 +33,9 @@ import flask_sockets_channels as sockets
 MAX_MESSAGE_SIZE = 4 << 20
 
 app = Flask(__name__)
+
+if "BENCH_SWITCH_INTERVAL" in os.environ:  # benchmarks/hold.py --switch-interval
+    sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
 app.config["SOCKETS_HUB_URL"] = os.environ.get("SOCKETS_HUB_URL") or None
 app.config["SOCKETS_HUB_HISTORY"] = int(os.environ.get("SOCKETS_HUB_HISTORY", "0"))
 app.config["SOCKETS_LOG_LEVEL"] = sockets.LOG_LEVEL_WARNING

@@ -14,12 +14,14 @@ as ours_app.py and flask_sock_app.py, dispatched on the request path:
 The server is started with ``compression="deflate"``; ``process_request``
 removes the client's ``Sec-WebSocket-Extensions`` offer on every path but
 ``/echo/deflate``, so that compression is off everywhere else. No keepalive
-pings, inbound limit above 1 MiB; websockets sets TCP_NODELAY itself. The
+pings (``BENCH_PING_PERIOD`` and ``BENCH_PONG_WAIT`` turn them on, as in
+ours_app.py), inbound limit above 1 MiB; websockets sets TCP_NODELAY itself. The
 sync server runs one thread per connection.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -28,6 +30,9 @@ from websockets.http11 import Request
 from websockets.sync.server import ServerConnection, serve
 
 MAX_MESSAGE_SIZE = 4 << 20
+
+if "BENCH_SWITCH_INTERVAL" in os.environ:  # benchmarks/hold.py --switch-interval
+    sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
 DEFLATE_PATH = "/echo/deflate"
 
 members: set[ServerConnection] = set()
@@ -84,7 +89,11 @@ def main() -> None:
         process_request=process_request,
         compression="deflate",
         max_size=MAX_MESSAGE_SIZE,
-        ping_interval=None,
+        # BENCH_PING_PERIOD: pings on, as in ours_app.py (benchmarks/hold.py)
+        ping_interval=float(os.environ["BENCH_PING_PERIOD"])
+        if "BENCH_PING_PERIOD" in os.environ
+        else None,
+        ping_timeout=float(os.environ.get("BENCH_PONG_WAIT", "20")),
     ) as server:
         server.serve_forever()
 
