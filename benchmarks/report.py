@@ -456,7 +456,7 @@ def activity(raw: list[str]) -> str:
         if number.isdigit():
             source = linecache.getline(file, int(number))
     stack = ";".join(raw)
-    if ("sock" in source and ".recv" in source) or re.search(r"_read_loop|sock\.recv", raw[-1]):
+    if ("sock" in source and ".recv" in source) or re.search(r"read_loop|sock\.recv", raw[-1]):
         return "socket recv() (the syscall, with the GIL released around it)"
     sends = r"_send_within|send_nowait|send_all"
     if ("sock" in source and (".send" in source)) or re.search(sends, raw[-1]):

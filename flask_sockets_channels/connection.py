@@ -7,14 +7,18 @@ about to be written) and the engine's protocol in the OPEN state (see
 
 Threads (named after the connection):
 
-* ``reader`` (:mod:`.reader`) reads the socket, feeds the engine, puts
-  complete messages on ``receiver`` and hands the engine's replies (pongs,
-  close frames) to the write path. It owns the end of the connection: its
-  ``finally`` runs :meth:`Connection._teardown`.
-* ``writer`` exists only while a backlog does (:mod:`.writer`): most frames
+* ``reader`` runs the connection's :class:`~.reader.Reader`: it reads the
+  socket, feeds the engine, puts complete messages on ``receiver`` and hands
+  the engine's replies (pongs, close frames) to the write path. It owns the
+  end of the connection: as it ends, :meth:`Connection._teardown` runs.
+* ``writer`` exists only while a backlog does (:mod:`.sender`): most frames
   are written by the thread that has them, without waiting; the socket side
-  of that path (serialising, sending, failed writes) is :mod:`.wire`'s
-  ``Writing``, a base of ``Connection`` as ``Reading`` is.
+  of that path (serialising, sending, failed writes) is the connection's
+  :class:`~.wire.SocketWire`.
+
+The parts talk to the connection through narrow interfaces it implements
+(:class:`~.reader.ReadEvents`, :class:`~.wire.WireEvents`); its close
+bookkeeping has one owner, a :class:`~.closing.CloseState`.
 * The process-wide timer thread (:mod:`.keepalive`) sends pings, declares
   silent peers dead and cuts closing handshakes that take too long.
 
@@ -36,22 +40,33 @@ from typing import Any, Callable
 
 from .assembler import Raw
 from .channels import Channel, Closed
+from .closing import CloseState
 from .controls import Disconnect, Done, check_close
 from .engine import Outgoing, Protocol, State
-from .exceptions import CloseCode, KeepaliveTimeout, SocketsError
-from .keepalive import limit_unacknowledged, scheduler
+from .exceptions import (
+    NORMAL_CODES,
+    CloseCode,
+    ConnectionClosedError,
+    DecodeError,
+    KeepaliveTimeout,
+    SocketsError,
+)
+from .keepalive import limit_unacknowledged, scheduler, vanished
 from .loglimit import LogLimit
 from .options import LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options
 from .options import seconds as to_seconds
-from .reader import Receiver
-from .wire import HEARTBEAT, CloseFrame, Writing
-from .writer import Sender
+from .reader import Reader, Receiver
+from .sender import Sender
+from .wire import HEARTBEAT, CloseFrame, SocketWire
 
 __all__ = ["Codec", "Connection"]
 
 #: How many errors ``errors`` holds; more are logged and dropped.
 ERRORS_BUFFER = 64
 _numbers = itertools.count(1)
+#: Guards the first use of a connection's ``errors`` and ``disconnect``
+#: (rare: a lock per connection would cost more than it saves).
+_build_lock = threading.Lock()
 
 
 class Codec:
@@ -70,7 +85,7 @@ class Codec:
         raise NotImplementedError
 
 
-class Connection(Writing):
+class Connection:
     """A WebSocket connection handed to a view.
 
     Attributes:
@@ -93,16 +108,12 @@ class Connection(Writing):
     __slots__ = (
         "__dict__",
         "__weakref__",
-        "_close_code",
-        "_close_deadline",
-        "_close_reason",
-        "_close_request",
         "_close_timeout",
+        "_closing",
         "_codec",
         "_disconnect",
-        "_ended",
         "_errors",
-        "_failed",
+        "_flush_due",
         "_log_limit",
         "_next_ping",
         "_on_done",
@@ -113,7 +124,9 @@ class Connection(Writing):
         "_protocol_lock",
         "_reader",
         "_sock",
-        "_state",
+        "_thread",
+        "_wire",
+        "_write_error",
         "done",
         "name",
         "options",
@@ -135,7 +148,6 @@ class Connection(Writing):
         path: str = "/",
         subprotocol: str | None = None,
     ) -> None:
-        super().__init__(options)
         self.options = options
         self._ping_period = to_seconds(options.ping_period)
         self._pong_wait = to_seconds(options.pong_wait)
@@ -149,20 +161,25 @@ class Connection(Writing):
         self._protocol = protocol
         self._protocol_lock = threading.Lock()
         self.receiver: Channel[Any] = Receiver(options.recv_channel_buffer, self._flush)
-        self.sender: Sender = Sender(
-            options.send_channel_buffer, codec.encode, self, self._slow_consumer
+        self._wire = SocketWire(
+            sock, protocol, self._protocol_lock, self.receiver, options, self.name, self
         )
+        self.sender: Sender = Sender(
+            options.send_channel_buffer, codec.encode, self._wire, self._slow_consumer
+        )
+        self._reader = Reader(
+            sock, protocol, self._protocol_lock, self.receiver, self.sender, codec.decode,
+            options, self,
+        )  # fmt: skip
+        self._closing = CloseState()
+        #: Frames are held back on ``sender`` until then (monotonic time).
+        self._flush_due: float | None = None
+        #: A failure of the write path, for the reader to report as it ends.
+        self._write_error: SocketsError | None = None
         # errors and disconnect are built on first use (most views take
         # neither, and most connections end without an error).
         self._errors: Channel[SocketsError] | None = None
         self._disconnect: Channel[Any] | None = None
-        self._state = threading.Lock()  # guards the close bookkeeping below
-        self._close_request: tuple[int, str] | None = None
-        self._close_code: int | None = None
-        self._close_reason = ""
-        self._failed = False  # a connection-ending error was reported
-        self._ended = False  # teardown has begun
-        self._close_deadline: float | None = None
         self._on_done: list[Callable[[Connection], None]] = []
         self._on_error: list[Callable[[SocketsError], None]] = []
         self._log_limit: LogLimit | None = None  # made by the first capped line
@@ -173,10 +190,10 @@ class Connection(Writing):
         # closing 10,000 connections quadratic under gunicorn, whose pool
         # threads are non-daemons. The request thread, not this one, is
         # what keeps a connection's process alive.
-        self._reader = threading.Thread(
-            target=self._read_loop, name=f"{self.name} reader", daemon=True
+        self._thread = threading.Thread(
+            target=self._reader.read_loop, name=f"{self.name} reader", daemon=True
         )
-        self.done: threading.Event = Done(self._reader)
+        self.done: threading.Event = Done(self._thread)
 
     # -- public API ---------------------------------------------------------
 
@@ -195,7 +212,7 @@ class Connection(Writing):
 
     def _build(self, slot: str, make: Callable[[], Channel[Any]]) -> Channel[Any]:
         """The channel in ``slot``, made once by ``make``."""
-        with self._state:
+        with _build_lock:
             channel: Channel[Any] | None = getattr(self, slot)
             if channel is None:
                 channel = make()
@@ -203,26 +220,41 @@ class Connection(Writing):
             return channel
 
     @property
+    def messages_in(self) -> int:
+        """How many data messages were received."""
+        return self._reader.messages_in
+
+    @property
+    def messages_out(self) -> int:
+        """How many data messages were sent."""
+        return self._wire.messages_out
+
+    @property
     def bytes_in(self) -> int:
         """Payload bytes of the data frames received (inflated)."""
-        return self._assembler.bytes_in
+        return self._reader.bytes_in
+
+    @property
+    def bytes_out(self) -> int:
+        """Payload bytes of the data frames sent."""
+        return self._wire.bytes_out
 
     @property
     def closed(self) -> bool:
         """Whether the connection is closing or closed (no more sending)."""
-        return self._close_code is not None or self.sender.closed
+        return self._closing.code is not None or self.sender.closed
 
     @property
     def close_code(self) -> int | None:
         """The code that ended the connection: ours if we closed first, the
         peer's if it did (1005 when it sent none), 1006 if TCP died; ``None``
         while open."""
-        return self._close_code
+        return self._closing.code
 
     @property
     def close_reason(self) -> str:
         """The reason that goes with :attr:`close_code`."""
-        return self._close_reason
+        return self._closing.reason
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close the connection: messages already put on ``sender`` are sent,
@@ -234,8 +266,8 @@ class Connection(Writing):
                 range) or ``reason`` is longer than 123 bytes of UTF-8.
         """
         check_close(code, reason)
-        if self._request_close(code, reason):
-            self._stop_receiving()
+        if self._closing.ask(code, reason):
+            self._reader.stop()
             self.sender.close_after_queued(CloseFrame(code, reason))
 
     def fail(self, error: SocketsError | None, code: int, reason: str = "") -> None:
@@ -250,11 +282,11 @@ class Connection(Writing):
         check_close(code, reason)
         if error is not None:
             self._report_failure(error)
-        if self._request_close(code, reason):
-            self._stop_receiving()
+        if self._closing.ask(code, reason):
+            self._reader.stop()
             with self.sender.mutex, self._protocol_lock:
                 if self._protocol.state is State.OPEN:
-                    self._set_close_code(code, reason)
+                    self._closing.set_code(code, reason)
                     self._protocol.send_close(code, reason)
                 replies = self._protocol.data_to_send()
             self._closing_started()
@@ -294,21 +326,21 @@ class Connection(Writing):
         # that may wait are bounded by SO_SNDTIMEO (see send_within), writes
         # that may not use MSG_DONTWAIT.
         if handshake_response:
-            self._sock.settimeout(self._write_wait)
+            self._sock.settimeout(to_seconds(self.options.write_wait))
             self._sock.sendall(handshake_response)
         self._sock.settimeout(None)
         limit_unacknowledged(self._sock, self._pong_wait)
         self.options.log(LOG_LEVEL_INFO, "%s: opened", self.name)
-        self._buffered = buffered
         now = time.monotonic()
-        self._last_alive = now
+        self._reader.last_alive = now
         if self._ping_period is not None:
             self._next_ping = now + self._ping_period
         due = self._next_due(now)
         if due is not None:
             scheduler.schedule(self, due)
+        self._reader.buffered = buffered
         try:
-            self._reader.start()
+            self._thread.start()
         except RuntimeError:  # no thread to read with: the timer forgets it
             scheduler.cancel(self)
             raise
@@ -321,7 +353,7 @@ class Connection(Writing):
         not, and the reader would never reach its teardown.
         """
         self._shutdown(socket.SHUT_RDWR)
-        self._stop_receiving()
+        self._reader.stop()
 
     def _slow_consumer(self) -> None:
         self.options.log(LOG_LEVEL_WARNING, "%s: hub backlog full; closing (1008)", self.name)
@@ -332,24 +364,26 @@ class Connection(Writing):
     def tick(self, now: float) -> float | None:
         """Send a due ping, declare a silent peer dead, or cut a closing
         handshake that took longer than ``close_timeout``."""
-        if self._ended:
+        closing = self._closing
+        if closing.ended:
             return None
         due = self._flush_due
         if due is not None and now >= due:
             self._flush_due = None
             self.sender.flush()
-        if self._close_deadline is not None and now >= self._close_deadline:
+        if closing.deadline is not None and now >= closing.deadline:
             if self.sender.writing:
                 # Our close frame is still behind a frame the peer is reading
                 # (a stuck write ends by write_wait): its time starts later.
-                self._close_deadline = now + (self._close_timeout or 0.0)
-                return self._close_deadline
+                closing.deadline = now + (self._close_timeout or 0.0)
+                return closing.deadline
             self.options.log(LOG_LEVEL_DEBUG, "%s: no close from the peer in time", self.name)
             self.abort()
             return None
-        if self._close_request is None:
+        if closing.request is None:
             pong_wait = self._pong_wait
-            if pong_wait is not None and not self._paused and now - self._last_alive >= pong_wait:
+            reader = self._reader
+            if pong_wait is not None and not reader.paused and now - reader.last_alive >= pong_wait:
                 self.fail(
                     KeepaliveTimeout(f"nothing received or drained within {pong_wait} s"),
                     CloseCode.INTERNAL_ERROR,
@@ -363,14 +397,16 @@ class Connection(Writing):
         return self._next_due(now)
 
     def _next_due(self, now: float) -> float | None:
-        dues = [] if self._close_deadline is None else [self._close_deadline]
+        closing = self._closing
+        dues = [] if closing.deadline is None else [closing.deadline]
         if self._flush_due is not None:
             dues.append(self._flush_due)
-        if self._close_request is None:
+        if closing.request is None:
             if self._ping_period is not None:
                 dues.append(self._next_ping)
             if self._pong_wait is not None:
-                dues.append((now if self._paused else self._last_alive) + self._pong_wait)
+                reader = self._reader
+                dues.append((now if reader.paused else reader.last_alive) + self._pong_wait)
         return min(dues) if dues else None
 
     def _send_ping(self) -> None:
@@ -384,38 +420,125 @@ class Connection(Writing):
     def _closing_started(self) -> None:
         """The closing handshake began: the peer has ``close_timeout`` to
         finish it, then TCP is cut."""
-        if self._close_timeout is None or self._close_deadline is not None:
+        closing = self._closing
+        if self._close_timeout is None or closing.deadline is not None:
             return
-        self._close_deadline = time.monotonic() + self._close_timeout
-        if not self._ended:
+        closing.deadline = time.monotonic() + self._close_timeout
+        if not closing.ended:
             try:
-                scheduler.schedule(self, self._close_deadline)
+                scheduler.schedule(self, closing.deadline)
             except RuntimeError as exc:  # nothing would bound the close: cut TCP
                 self.options.log(LOG_LEVEL_ERROR, "%s: no timer thread (%s)", self.name, exc)
                 self.abort()
 
-    # -- closing bookkeeping ----------------------------------------------------
+    def flush_by(self, due: float) -> None:
+        """Have the timer write what ``sender`` holds back by ``due``.
 
-    def _request_close(self, code: int, reason: str) -> bool:
-        """Record the close to send; False if one was already recorded."""
-        with self._state:
-            if self._close_request is not None:
-                return False
-            self._close_request = (code, reason)
-            return True
+        Race-free with :meth:`tick`: it clears ``_flush_due`` before it
+        flushes, so a frame held before this call sees either that flush or
+        a new schedule.
+        """
+        current = self._flush_due
+        if current is None or due < current:
+            self._flush_due = due
+            if not self._closing.ended:
+                try:
+                    scheduler.schedule(self, due)
+                except RuntimeError:  # no timer thread: write them now
+                    self._flush_due = None
+                    self.sender.flush()
 
-    def _set_close_code(self, code: int, reason: str) -> None:
-        with self._state:
-            if self._close_code is None:
-                self._close_code, self._close_reason = int(code), reason
+    def _flush(self) -> None:
+        # receiver's get is about to wait: the view answered what it read.
+        if self._flush_due is not None:
+            self.sender.flush()
+
+    # -- what the reader tells (ReadEvents; in the reader thread) ---------------
+
+    def close_received(self, code: int, reason: str, by_peer: bool) -> None:
+        """A close frame arrived: the peer's, or its reply to ours."""
+        self._closing_started()
+        if by_peer:
+            self._closing.set_code(code, reason)
+            self._closing.ask(code, reason)
+            if code not in NORMAL_CODES and code != CloseCode.NO_STATUS_RCVD:
+                self._report_failure(ConnectionClosedError(code, reason))
+            else:
+                self.options.log(LOG_LEVEL_INFO, "%s: closed by peer (%s)", self.name, code)
+
+    def failed_by_peer(self, error: SocketsError, code: int, reason: str) -> None:
+        """The peer broke the protocol; the engine's close is on its way."""
+        self._closing.set_code(code, reason)
+        self._closing.ask(code, "")
+        self._report_failure(error)
+        self._closing_started()
+
+    def undecodable(self, error: DecodeError) -> None:
+        """A message did not decode (the peer can repeat it: capped logs)."""
+        self._report(error, LOG_LEVEL_WARNING, capped=True)
+
+    def lost(self, cause: OSError | None) -> None:
+        """The socket hit EOF or an error: reported, unless the connection
+        was closing anyway; a failure of the write path always is."""
+        error = self._write_error
+        if error is None:
+            if self._closing.request is not None or self._protocol.state is not State.OPEN:
+                return
+            error = vanished(cause, self._pong_wait)
+            if error is None:
+                error = ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "connection lost")
+                error.__cause__ = cause
+        self._report_failure(error)
+
+    def reader_crashed(self) -> None:
+        """A bug in the reader, never peer input: keep the traceback."""
+        self.options.log(LOG_LEVEL_ERROR, "%s: reader crashed", self.name, exc_info=True)
+        self._closing.set_code(CloseCode.ABNORMAL_CLOSURE, "")
+
+    def reader_ended(self) -> None:
+        """The reader thread ends: so does the connection."""
+        self._teardown()
+
+    # -- what the write path tells (WireEvents) -----------------------------------
+
+    def close_sent(self, code: int, reason: str) -> None:
+        """Our close frame is serialised."""
+        self._closing.set_code(code, reason)
+        self._closing_started()
+
+    def peer_alive(self) -> None:
+        """A blocked write made progress: the peer is reading. Alive."""
+        self._reader.last_alive = time.monotonic()
+
+    def write_broke(self, error: SocketsError) -> None:
+        """No frame can reach the peer: marked closed (1006) and the error
+        reported before anything can raise ``Closed`` in the view; cut."""
+        self._closing.set_code(CloseCode.ABNORMAL_CLOSURE, "")
+        if not self._closing.ended and self._closing.request is None:
+            self._report_failure(error)
+        self.sender.close(discard=True)
+        self.abort()
+
+    def write_refused(self) -> None:
+        """A write failed; the reader reads on, to the EOF or reset, and
+        reports the end."""
+        self.sender.close(discard=True)
+        self._reader.stop()
+
+    def writer_lost(self, error: SocketsError) -> None:
+        """No writer thread: marked closed (1006) and cut; the reader
+        reports ``error`` as it ends. Under the sender's mutex: no callback
+        runs here."""
+        self._write_error = error
+        self._closing.set_code(CloseCode.ABNORMAL_CLOSURE, "")
+        self.abort()
+
+    # -- errors -------------------------------------------------------------------
 
     def _report_failure(self, error: SocketsError) -> None:
         """Report the error that ends the connection; only the first counts."""
-        with self._state:
-            if self._failed:
-                return
-            self._failed = True
-        self._report(error, LOG_LEVEL_WARNING)
+        if self._closing.first_failure():
+            self._report(error, LOG_LEVEL_WARNING)
 
     def _report(self, error: SocketsError, level: int, capped: bool = False) -> None:
         """Log ``error`` (``capped``: under the connection's log limit: the
@@ -474,19 +597,19 @@ class Connection(Writing):
         Blocked views are woken by closing ``receiver`` and ``sender``.
         ``done`` is set last, after ``errors`` holds every error.
         """
-        self._ended = True
+        self._closing.ended = True
         self._shutdown(socket.SHUT_RDWR)
         self.receiver.close()
         self.sender.shutdown()
         scheduler.cancel(self)
-        self._set_close_code(CloseCode.ABNORMAL_CLOSURE, "")
+        self._closing.set_code(CloseCode.ABNORMAL_CLOSURE, "")
         self.errors.close()
         if self._log_limit is not None and self._log_limit.suppressed:
             self.options.log(
                 LOG_LEVEL_WARNING, "%s: %d more lines left out (log limit)",
                 self.name, self._log_limit.suppressed,
             )  # fmt: skip
-        self.options.log(LOG_LEVEL_DEBUG, "%s: done (%s)", self.name, self._close_code)
+        self.options.log(LOG_LEVEL_DEBUG, "%s: done (%s)", self.name, self._closing.code)
         for callback in self._on_done:
             self._call(callback, self, "on_done")
         self._on_done.clear()

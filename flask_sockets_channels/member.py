@@ -1,7 +1,7 @@
 """A hub member: one ``sender`` in one room, and how hub messages reach it.
 
 A member holds its ``sender`` weakly and offers it each message without
-waiting (see :meth:`~.writer.Sender.offer`). Joining with a catch-up (a
+waiting (see :meth:`~.sender.Sender.offer`). Joining with a catch-up (a
 replay or a resume), it holds the live messages offered meanwhile until its
 catch-up is queued, so that the catch-up comes first and nothing comes
 twice.

@@ -1,10 +1,13 @@
-"""The read half of a connection: the reader thread.
+"""The read half of a connection: what its reader thread does.
 
-:class:`Reading` is the part of :class:`~.connection.Connection` that runs in
-its reader thread: it reads the socket, feeds the engine, hands the engine's
+:class:`Reader` reads the socket, feeds the engine, hands the engine's
 replies (pongs, close frames) to the write path and the complete messages to
-``receiver``, with one wake-up of the view per read. It owns the end of the
-connection: its ``finally`` runs the connection's teardown.
+``receiver``, with one wake-up of the view per read. It is given what it
+reads and writes to at construction, and tells its connection what the peer
+did through :class:`ReadEvents`, the narrow interface the connection
+implements (as :class:`~.sender.Sender` writes through a
+:class:`~.wire.Wire`). When it ends, it says so (``reader_ended``): the
+connection's teardown runs in the reader thread.
 """
 
 from __future__ import annotations
@@ -18,16 +21,7 @@ from . import engine
 from .assembler import Assembler, Raw
 from .channels import Channel, Closed
 from .engine import Frame, Opcode, State, parser_error
-from .exceptions import (
-    NORMAL_CODES,
-    CloseCode,
-    ConnectionClosedError,
-    DecodeError,
-    ProtocolError,
-    SocketsError,
-)
-from .keepalive import vanished
-from .options import LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, seconds
+from .exceptions import CloseCode, DecodeError, ProtocolError, SocketsError
 from .ratelimit import TokenBucket
 
 if TYPE_CHECKING:
@@ -35,9 +29,9 @@ if TYPE_CHECKING:
 
     from .engine import Protocol
     from .options import Options
-    from .writer import Sender
+    from .sender import Sender
 
-__all__ = ["Reading"]
+__all__ = ["ReadEvents", "Reader", "Receiver"]
 
 #: Bytes asked of a read while data flows (the last read filled what it
 #: asked for, or a frame is only partly in), and otherwise: a blocked
@@ -54,81 +48,107 @@ DEFLATE_MAX_RATIO = 1032
 MIN_FEED_SIZE = 64
 
 
-class _Decoder(typing.Protocol):
-    """What the reader needs of the mode's codec (``connection.Codec``)."""
+class ReadEvents(typing.Protocol):
+    """What :class:`Reader` tells its connection, in the reader thread."""
 
-    def decode(self, message: Raw) -> Any: ...
+    def close_received(self, code: int, reason: str, by_peer: bool) -> None:
+        """A close frame arrived: the peer's (``by_peer``: it started the
+        closing handshake, ``code`` and ``reason`` are its), or its reply to
+        ours."""
+
+    def failed_by_peer(self, error: SocketsError, code: int, reason: str) -> None:
+        """The peer broke the protocol; the engine's close frame with
+        ``code`` is queued or sent."""
+
+    def undecodable(self, error: DecodeError) -> None:
+        """A message did not decode; the connection goes on."""
+
+    def lost(self, cause: OSError | None) -> None:
+        """The socket hit EOF (``None``) or an error."""
+
+    def reader_crashed(self) -> None:
+        """The reader met a bug (logged with its traceback): the connection
+        ends abnormally."""
+
+    def reader_ended(self) -> None:
+        """The reader ends: the connection's teardown, in its thread."""
 
 
-class Reading:
-    """The reader thread's half of a connection: a base of
-    :class:`~.connection.Connection`, which holds the rest of the state it
-    reads (declared below for the type checker)."""
+class Reader:
+    """The read half of a connection (see the module's docstring).
 
-    # The state the reader writes; the rest is the connection's.
+    ``last_alive`` and ``paused`` are the keepalive clock's: when the peer
+    last showed it is alive, and whether the reader is waiting for room on
+    ``receiver`` or for the rate limit (the peer's silence is then ours).
+    """
+
+    # An idle connection is kept by the thousand: no __dict__.
     __slots__ = (
         "_assembler",
         "_bucket",
-        "_buffered",
-        "_last_alive",
-        "_paused",
+        "_decode_item",
+        "_events",
+        "_feed",
+        "_protocol",
+        "_protocol_lock",
+        "_sender",
+        "_sock",
         "_unpause",
+        "buffered",
+        "last_alive",
         "messages_in",
+        "paused",
+        "receiver",
     )
 
-    _assembler: Assembler
-    #: The rate limit's bucket, if any.
-    _bucket: TokenBucket | None
-    #: Bytes the server read past the handshake, parsed first.
-    _buffered: bytes
-    #: When the peer last showed it is alive (a read, or the writer's
-    #: progress); the timer declares it dead ``pong_wait`` later.
-    _last_alive: float
-    #: The reader waits for room on ``receiver`` or for the rate limit: the
-    #: peer's silence is ours, not a sign of death.
-    _paused: bool
-    #: Set to end a pause for the rate limit early (the end).
-    _unpause: threading.Event | None
-    #: How many data messages were received.
-    messages_in: int
-
-    if TYPE_CHECKING:  # set and defined by Connection
-        options: Options
-        name: str
-        receiver: Channel[Any]
-        sender: Sender
-        _sock: socket.socket
-        _codec: _Decoder
-        _protocol: Protocol
-        _protocol_lock: threading.Lock
-        _ended: bool
-        _close_request: tuple[int, str] | None
-        _write_error: SocketsError | None
-
-        def _teardown(self) -> None: ...
-        def _set_close_code(self, code: int, reason: str) -> None: ...
-        def _request_close(self, code: int, reason: str) -> bool: ...
-        def _report_failure(self, error: SocketsError) -> None: ...
-        def _report(self, error: SocketsError, level: int, capped: bool = False) -> None: ...
-        def _closing_started(self) -> None: ...
-
-    def __init__(self, rate_limit: tuple[float, float] | None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        protocol: Protocol,
+        protocol_lock: threading.Lock,
+        receiver: Channel[Any],
+        sender: Sender,
+        decode: Callable[[Raw], Any],
+        options: Options,
+        events: ReadEvents,
+    ) -> None:
+        self._sock = sock
+        self._protocol = protocol
+        self._protocol_lock = protocol_lock
+        self.receiver = receiver
+        self._sender = sender
+        self._decode_item = decode
+        self._events = events
         self._assembler = Assembler()
+        rate_limit = options.rate_limit
         self._bucket = TokenBucket(*rate_limit) if rate_limit else None
+        #: Set to end a pause for the rate limit early (the end).
         self._unpause = threading.Event() if rate_limit else None
-        self._buffered = b""
-        self._last_alive = time.monotonic()
-        self._paused = False
+        self._feed = _feed_size(protocol, options.max_message_size)
+        #: Bytes the server read past the handshake, parsed first.
+        self.buffered = b""
+        #: When the peer last showed it is alive (a read, or the writer's
+        #: progress); the timer declares it dead ``pong_wait`` later.
+        self.last_alive = time.monotonic()
+        self.paused = False
+        #: How many data messages were received.
         self.messages_in = 0
 
-    def _read_loop(self) -> None:
+    @property
+    def bytes_in(self) -> int:
+        """Payload bytes of the data frames received (inflated)."""
+        return self._assembler.bytes_in
+
+    def read_loop(self) -> None:
+        """The reader thread: parse ``buffered``, then read until EOF or a
+        socket error, then end the connection (``reader_ended``)."""
         # Owns: every read of the socket, the engine's parser, and the end of
         # the connection. Ends at EOF or a socket error; every close path ends
         # in one, since the peer closes TCP or the close timer cuts it.
         try:
-            data, self._buffered = self._buffered, b""
+            data, self.buffered = self.buffered, b""
             size = RECV_IDLE_SIZE
-            feed = _feed_size(self._protocol, self.options.max_message_size)
+            feed = self._feed
             while True:
                 if len(data) > feed:
                     self._receive_in_pieces(data, feed)
@@ -137,19 +157,25 @@ class Reading:
                 try:
                     data = self._sock.recv(size)
                 except OSError as exc:
-                    self._lost(exc)
+                    self._events.lost(exc)
                     return
                 if not data:
-                    self._lost(None)
+                    self._events.lost(None)
                     return
                 flowing = len(data) == size or engine.mid_frame(self._protocol)
                 size = RECV_SIZE if flowing else RECV_IDLE_SIZE
-                self._last_alive = time.monotonic()
-        except Exception:  # a bug, never peer input: keep the traceback
-            self.options.log(LOG_LEVEL_ERROR, "%s: reader crashed", self.name, exc_info=True)
-            self._set_close_code(CloseCode.ABNORMAL_CLOSURE, "")
+                self.last_alive = time.monotonic()
+        except Exception:  # a bug, never peer input
+            self._events.reader_crashed()
         finally:
-            self._teardown()
+            self._events.reader_ended()
+
+    def stop(self) -> None:
+        """Close ``receiver`` and wake a reader paused on it or on the rate
+        limit: it must read on, for the peer's close frame or the EOF."""
+        self.receiver.close()
+        if self._unpause is not None:
+            self._unpause.set()
 
     def _receive_in_pieces(self, data: bytes, feed: int) -> None:
         """Feed ``data`` to the engine ``feed`` bytes at a time, delivering
@@ -180,7 +206,7 @@ class Reading:
         items: list[Any] = []
         for frame in frames:
             if frame.opcode is Opcode.CLOSE:
-                self._closed_by_peer(frame)
+                self._closed(protocol)
             elif frame.opcode in _DATA:
                 message = self._assembler.add(frame)
                 if isinstance(message, ProtocolError):
@@ -194,11 +220,11 @@ class Reading:
                     if item is not _SKIP:
                         items.append(item)
         if failure is not None:
-            self._failed_by_engine(failure)
+            self._failed(parser_error(failure))
         if replies or closing:
             # The close reply goes out before the view is woken by the
             # sender's close; what was queued cannot be sent any more.
-            self.sender.send_control(replies, discard=closing)
+            self._sender.send_control(replies, discard=closing)
         if items:
             self._deliver(items)
 
@@ -207,7 +233,7 @@ class Reading:
         (reported as a ``DecodeError``); a ``ProtocolError`` to fail with."""
         self.messages_in += 1
         try:
-            return self._codec.decode(message)
+            return self._decode_item(message)
         except ProtocolError as exc:
             return exc
         except DecodeError as exc:
@@ -217,23 +243,15 @@ class Reading:
             error.__cause__ = exc
         # Reported out of the except clause: a callback's own exception is
         # not chained to the decode error.
-        self._report(error, LOG_LEVEL_WARNING, capped=True)
+        self._events.undecodable(error)
         return _SKIP
 
-    def _closed_by_peer(self, frame: Frame) -> None:
+    def _closed(self, protocol: Protocol) -> None:
         """A close frame arrived: the peer's, or its reply to ours."""
-        close = self._protocol.close_rcvd
-        if close is None:
-            return
-        self._closing_started()
-        if self._protocol.close_rcvd_then_sent:  # the peer started the close
-            code, reason = int(close.code), close.reason
-            self._set_close_code(code, reason)
-            self._request_close(code, reason)
-            if code not in NORMAL_CODES and code != CloseCode.NO_STATUS_RCVD:
-                self._report_failure(ConnectionClosedError(code, reason))
-            else:
-                self.options.log(LOG_LEVEL_INFO, "%s: closed by peer (%s)", self.name, code)
+        close = protocol.close_rcvd
+        if close is not None:
+            by_peer = bool(protocol.close_rcvd_then_sent)
+            self._events.close_received(int(close.code), close.reason, by_peer)
 
     def _fail_by_peer(self, error: ProtocolError) -> None:
         """Fail the connection for the peer's fault (1002, 1007, 1009): send
@@ -244,22 +262,16 @@ class Reading:
                 return
             self._protocol.fail(error.code, reason)
             replies = self._protocol.data_to_send()
-        self._failed_by_engine(None, error)
-        self.sender.send_control(replies, discard=True)
+        self._failed(error)
+        self._sender.send_control(replies, discard=True)
 
-    def _failed_by_engine(
-        self, exc: BaseException | None, error: SocketsError | None = None
-    ) -> None:
+    def _failed(self, error: SocketsError) -> None:
         """The engine failed the connection (its close frame is queued)."""
-        if error is None:
-            assert exc is not None
-            error = parser_error(exc)
         close = self._protocol.close_sent
-        code = close.code if close is not None else CloseCode.ABNORMAL_CLOSURE
-        self._set_close_code(int(code), close.reason if close is not None else "")
-        self._request_close(int(code), "")
-        self._report_failure(error)
-        self._closing_started()
+        if close is None:
+            self._events.failed_by_peer(error, CloseCode.ABNORMAL_CLOSURE, "")
+        else:
+            self._events.failed_by_peer(error, int(close.code), close.reason)
         self.receiver.close()
 
     def _deliver(self, items: list[Any]) -> None:
@@ -276,25 +288,17 @@ class Reading:
         if items:
             self._put_on_receiver(items)
 
-    def _stop_receiving(self) -> None:
-        """Close ``receiver`` and wake a reader paused on it or on the rate
-        limit: it must read on, for the peer's close frame or the EOF."""
-        self.receiver.close()
-        if self._unpause is not None:
-            self._unpause.set()
-
     def _wait_for_token(self, seconds: float) -> bool:
         """Pause ``seconds`` for the rate limit (a paused reader is not a dead
-        peer); False if the connection ended meanwhile."""
-        self._paused = True
+        peer); False if the view reads no more meanwhile (:meth:`stop`)."""
+        self.paused = True
         try:
             assert self._unpause is not None  # a bucket comes with it
             self._unpause.wait(seconds)
-            ended = self._ended or self.receiver.closed
         finally:
-            self._paused = False
-            self._last_alive = time.monotonic()
-        return not ended
+            self.paused = False
+            self.last_alive = time.monotonic()
+        return not self.receiver.closed
 
     def _put_on_receiver(self, items: list[Any]) -> None:
         try:
@@ -303,27 +307,14 @@ class Reading:
             return  # closing: the view reads no more
         if start == len(items):
             return
-        self._paused = True
+        self.paused = True
         try:
             self.receiver._put_all(items[start:])
         except Closed:
             pass
         finally:
-            self._last_alive = time.monotonic()
-            self._paused = False
-
-    def _lost(self, cause: OSError | None) -> None:
-        """The socket hit EOF or an error: reported, unless the connection
-        was closing anyway; a failure of the write path always is."""
-        error = self._write_error
-        if error is None:
-            if self._close_request is not None or self._protocol.state is not State.OPEN:
-                return
-            error = vanished(cause, seconds(self.options.pong_wait))
-            if error is None:
-                error = ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "connection lost")
-                error.__cause__ = cause
-        self._report_failure(error)
+            self.last_alive = time.monotonic()
+            self.paused = False
 
 
 def _feed_size(protocol: Protocol, max_message_size: int | None) -> int:

@@ -1,30 +1,35 @@
-"""The socket side of a connection's write path: the :class:`~.writer.Wire`
-its :class:`~.writer.Sender` writes through — frames serialised by the
-engine, non-blocking and bounded sends, and what a failed write or a lost writer
-thread does to the connection.
+"""The socket side of a connection's write path.
 
-:class:`Writing` is a base of :class:`~.connection.Connection` (after
-:class:`~.reader.Reading`), holding the state only the write path keeps; a
-base class, not an object of its own, for the same reason as ``Reading``
-(an idle connection is kept by the thousand).
+:class:`SocketWire` is the :class:`~.sender.Wire` a connection's
+:class:`~.sender.Sender` writes through: frames serialised by the engine,
+non-blocking and bounded sends on the socket, and what a failed write or a
+lost writer thread means. What that does to the connection (its close
+state, its timers, cutting TCP) it tells the connection through
+:class:`WireEvents`, the narrow interface the connection implements.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import struct
+import threading
 import time
-from typing import TYPE_CHECKING, Any
+import typing
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import engine
 from .engine import Outgoing, State
 from .exceptions import CloseCode, ConnectionClosedError, SocketsError, WriteTimeout
-from .keepalive import scheduler, vanished
+from .keepalive import vanished
 from .options import LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, Options
 from .options import seconds as to_seconds
-from .reader import Reading
-from .writer import send_all, send_nowait
 
-__all__ = ["HEARTBEAT", "CloseFrame", "Writing"]
+if TYPE_CHECKING:
+    from .channels import Channel
+    from .engine import Protocol
+
+__all__ = ["HEARTBEAT", "CloseFrame", "SocketWire", "WireEvents", "send_all", "send_nowait"]
 
 
 class CloseFrame:
@@ -38,97 +43,110 @@ class CloseFrame:
 HEARTBEAT = Outgoing(True, b"")
 
 
-class Writing(Reading):
-    """The write path's socket side of a connection (see the module's
-    docstring); the rest of the state it uses is the connection's."""
+class WireEvents(typing.Protocol):
+    """What :class:`SocketWire` tells its connection."""
 
+    def close_sent(self, code: int, reason: str) -> None:
+        """Our close frame is serialised: the closing handshake began.
+        Called with the sender's mutex and the engine's lock held."""
+
+    def flush_by(self, due: float) -> None:
+        """Have :meth:`~.sender.Sender.flush` called by monotonic time
+        ``due`` (frames are held back)."""
+
+    def peer_alive(self) -> None:
+        """A blocked write made progress: the peer is reading."""
+
+    def write_broke(self, error: SocketsError) -> None:
+        """No frame can reach the peer any more (a write timed out, or the
+        peer vanished): the connection ends abnormally, cut at once."""
+
+    def write_refused(self) -> None:
+        """A write failed (the peer reset or left); what it sent before is
+        still to be read, and the reader reports the end."""
+
+    def writer_lost(self, error: SocketsError) -> None:
+        """The write path lost its writer thread; part of a frame is lost.
+        Called with the sender's mutex held: no callback may run."""
+
+
+class SocketWire:
+    """The socket side of a connection's write path (see the module's
+    docstring)."""
+
+    # An idle connection is kept by the thousand: no __dict__.
     __slots__ = (
-        "_flush_due",
+        "_events",
+        "_options",
+        "_protocol",
+        "_protocol_lock",
+        "_receiver",
         "_send_slice",
-        "_write_error",
+        "_sock",
         "_write_wait",
         "bytes_out",
         "messages_out",
+        "name",
     )
 
-    #: Frames are held back on ``sender`` until then (monotonic time).
-    _flush_due: float | None
-    #: How often a blocked writer looks at its progress (a sign of life).
-    _send_slice: float
-    #: A failure of the write path, for the reader to report as it ends.
-    _write_error: SocketsError | None
-    _write_wait: float | None
-    #: How many data messages were sent.
-    messages_out: int
-    #: The payload bytes of the data messages sent.
-    bytes_out: int
-
-    if TYPE_CHECKING:  # set and defined by Connection
-
-        def abort(self) -> None: ...
-        def tick(self, now: float) -> float | None: ...
-        def _shutdown(self, how: int) -> None: ...
-
-    def __init__(self, options: Options) -> None:
-        super().__init__(options.rate_limit)
+    def __init__(
+        self,
+        sock: socket.socket,
+        protocol: Protocol,
+        protocol_lock: threading.Lock,
+        receiver: Channel[Any],
+        options: Options,
+        name: str,
+        events: WireEvents,
+    ) -> None:
+        self._sock = sock
+        self._protocol = protocol
+        self._protocol_lock = protocol_lock
+        self._receiver = receiver
+        self._options = options
+        self.name = name
+        self._events = events
         self._write_wait = to_seconds(options.write_wait)
         pong_wait = to_seconds(options.pong_wait)
+        #: How often a blocked writer looks at its progress (a sign of life).
         self._send_slice = min(1.0, pong_wait / 4) if pong_wait else 1.0
-        self._write_error = None
-        self._flush_due = None
+        #: How many data messages were sent, and their payload bytes.
         self.messages_out = self.bytes_out = 0
 
     def serialize(self, item: Any) -> bytes | None:
         """The frame bytes for ``item``; ``None`` once closing. The caller
         holds ``sender.mutex``, which orders every frame we send.
 
-        A data frame is built without ``_protocol_lock``: the reader may hold
+        A data frame is built without the engine's lock: the reader may hold
         it for a whole read's parsing, and the view would wait for it on
         every message. The state is read once: a close frame the reader is
         producing meanwhile still reaches the socket after this frame, since
         it goes through ``sender.mutex`` too.
         """
+        protocol = self._protocol
         if isinstance(item, CloseFrame):
             with self._protocol_lock:
-                if self._protocol.state is not State.OPEN:
+                if protocol.state is not State.OPEN:
                     return None
-                self._set_close_code(item.code, item.reason)
-                self._protocol.send_close(item.code, item.reason)
-                self._closing_started()
-                data = self._protocol.data_to_send()
+                protocol.send_close(item.code, item.reason)
+                self._events.close_sent(item.code, item.reason)
+                data = protocol.data_to_send()
             return data[0] if len(data) == 1 else b"".join(data)
-        if self._protocol.state is not State.OPEN:
+        if protocol.state is not State.OPEN:
             return None
         if item is not HEARTBEAT:
             self.messages_out += 1
             self.bytes_out += len(item.data)
-        return engine.data_frame(item, self._protocol)
+        return engine.data_frame(item, protocol)
 
     def more_to_read(self) -> bool:
-        """Whether messages wait on ``receiver`` (see ``writer.HOLD_FRAMES``)."""
-        return bool(self.receiver.queue)  # unlocked: a hint
+        """Whether messages wait on ``receiver`` (see ``sender.HOLD_FRAMES``)."""
+        return bool(self._receiver.queue)  # unlocked: a hint
 
     def flush_by(self, due: float) -> None:
-        """Have the timer write what ``sender`` holds back by ``due``.
-
-        Race-free with :meth:`tick`: it clears ``_flush_due`` before it
-        flushes, so a frame held before this call sees either that flush or
-        a new schedule.
-        """
-        current = self._flush_due
-        if current is None or due < current:
-            self._flush_due = due
-            if not self._ended:
-                try:
-                    scheduler.schedule(self, due)
-                except RuntimeError:  # no timer thread: write them now
-                    self._flush_due = None
-                    self.sender.flush()
-
-    def _flush(self) -> None:
-        # receiver's get is about to wait: the view answered what it read.
-        if self._flush_due is not None:
-            self.sender.flush()
+        """Have the connection's timer write what ``sender`` holds back by
+        ``due``."""
+        self._events.flush_by(due)
 
     def send_nowait(self, data: bytes | memoryview) -> int:
         """Send what the kernel takes at once. Raises ``OSError``."""
@@ -139,22 +157,19 @@ class Writing(Reading):
         a socket error, report it, cut TCP and return False."""
         deadline = None if self._write_wait is None else started + self._write_wait
         try:
-            send_all(self._sock, data, deadline, self._send_slice, self._drained)
+            send_all(self._sock, data, deadline, self._send_slice, self._events.peer_alive)
         except socket.timeout as exc:
             if exc.errno is not None:  # the kernel's ETIMEDOUT (3.10+: the same class)
                 self.write_failed(exc)
             else:
-                self._write_broke(WriteTimeout(f"write blocked for {self._write_wait} s"), exc)
+                error = WriteTimeout(f"write blocked for {self._write_wait} s")
+                error.__cause__ = exc
+                self._events.write_broke(error)
             return False
         except OSError as exc:
             self.write_failed(exc)
             return False
         return True
-
-    def _drained(self) -> None:
-        # A writer thread runs only while the kernel's buffer is full: its
-        # progress means the peer is reading. Alive.
-        self._last_alive = time.monotonic()
 
     def write_failed(self, exc: OSError) -> None:
         """A write failed: the peer reset the connection or is gone.
@@ -165,50 +180,94 @@ class Writing(Reading):
         connection reads as closed, so a ``put`` raising ``Closed`` is a
         normal end for the view.
         """
-        dead = vanished(exc, to_seconds(self.options.pong_wait))
+        dead = vanished(exc, to_seconds(self._options.pong_wait))
         if dead is not None:  # no close frame can reach the peer
-            self._write_broke(dead, exc)
+            dead.__cause__ = exc
+            self._events.write_broke(dead)
             return
-        self.options.log(LOG_LEVEL_DEBUG, "%s: write failed: %s", self.name, exc)
-        self.sender.close(discard=True)
-        self._stop_receiving()  # a paused reader reads on, to the EOF or reset
+        self._options.log(LOG_LEVEL_DEBUG, "%s: write failed: %s", self.name, exc)
+        self._events.write_refused()
 
     def writer_lost(self, exc: Exception) -> None:
         """The write path lost its writer thread: none could start (the
         process is at its thread limit) or it failed (a bug). The rest of a
         frame the kernel did not take is lost, so the connection cannot go
-        on: it is marked closed (1006) and cut; the reader reports the error
-        as it ends. Called with ``sender.mutex`` held: it takes no lock a
-        sender's caller may hold, runs no callback.
-        """
+        on. Called with ``sender.mutex`` held."""
         if isinstance(exc, RuntimeError):
             reason = f"no writer thread: {exc}"
-            self.options.log(
+            self._options.log(
                 LOG_LEVEL_ERROR, "%s: cannot start a writer thread (%s); cutting TCP",
                 self.name, exc,
             )  # fmt: skip
         else:
             reason = f"writer thread failed: {exc}"
-            self.options.log(
+            self._options.log(
                 LOG_LEVEL_ERROR, "%s: the writer thread failed; cutting TCP", self.name,
                 exc_info=True,
             )  # fmt: skip
         error = ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, reason)
         error.__cause__ = exc
-        self._write_error = error
-        self._set_close_code(CloseCode.ABNORMAL_CLOSURE, "")
-        self.abort()
-
-    def _write_broke(self, error: SocketsError, cause: BaseException) -> None:
-        # The connection is marked closed (1006) and the error reported
-        # before anything can raise Closed in the view.
-        self._set_close_code(CloseCode.ABNORMAL_CLOSURE, "")
-        if not self._ended and self._close_request is None:
-            error.__cause__ = cause
-            self._report_failure(error)
-        self.sender.close(discard=True)
-        self.abort()
+        self._events.writer_lost(error)
 
     def shutdown_write(self) -> None:
         """Half-close TCP: the engine's EOF after a close frame."""
-        self._shutdown(socket.SHUT_WR)
+        with contextlib.suppress(OSError):  # already shut down, or reset
+            self._sock.shutdown(socket.SHUT_WR)
+
+
+# -- socket writes -------------------------------------------------------------------
+
+_NO_WAIT = getattr(socket, "MSG_DONTWAIT", 0)
+
+
+def send_nowait(sock: socket.socket, data: bytes | memoryview) -> int:
+    """Send what the kernel takes at once; 0 where ``MSG_DONTWAIT`` does not
+    exist (then the writer thread sends everything). Raises ``OSError``."""
+    if not _NO_WAIT:
+        return 0
+    try:
+        return sock.send(data, _NO_WAIT)
+    except BlockingIOError:
+        return 0
+
+
+def send_all(
+    sock: socket.socket,
+    data: bytes | memoryview,
+    deadline: float | None,
+    slice_wait: float,
+    drained: Callable[[], None],
+) -> None:
+    """Send all of ``data`` on a blocking socket by ``deadline`` (monotonic
+    time; ``None``: no deadline), calling ``drained()`` at each progress.
+
+    A blocking send returns only once all of its data is queued or its
+    ``SO_SNDTIMEO`` expires, so the timeout is at most ``slice_wait``: the
+    loop sees the progress a slow reader makes.
+
+    Raises:
+        socket.timeout: The deadline passed.
+        OSError: The socket failed.
+    """
+    view = memoryview(data)
+    while view:
+        wait = slice_wait
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("write_wait expired")
+            wait = min(wait, left)
+        _set_send_timeout(sock, wait)
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:  # SO_SNDTIMEO expired with nothing sent
+            sent = 0
+        if sent:
+            drained()
+        view = view[sent:]
+
+
+def _set_send_timeout(sock: socket.socket, seconds: float) -> None:
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6) or (0 if whole else 1))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)

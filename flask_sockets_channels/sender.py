@@ -34,8 +34,6 @@ before them.
 
 from __future__ import annotations
 
-import socket
-import struct
 import threading
 import time
 from typing import Any, Callable, Protocol
@@ -67,7 +65,8 @@ _CLOSE, _PING, _PONG, _OPCODE = 0x8, 0x9, 0xA, 0x0F
 
 
 class Wire(Protocol):
-    """What :class:`Sender` needs of its connection."""
+    """What :class:`Sender` needs of its connection's socket side
+    (:class:`~.wire.SocketWire`)."""
 
     name: str
 
@@ -456,61 +455,3 @@ class Sender(Channel[Any]):
         self._drop_queued()
         self._head = None
         self._busy = False
-
-
-# -- socket writes -------------------------------------------------------------------
-
-_NO_WAIT = getattr(socket, "MSG_DONTWAIT", 0)
-
-
-def send_nowait(sock: socket.socket, data: bytes | memoryview) -> int:
-    """Send what the kernel takes at once; 0 where ``MSG_DONTWAIT`` does not
-    exist (then the writer thread sends everything). Raises ``OSError``."""
-    if not _NO_WAIT:
-        return 0
-    try:
-        return sock.send(data, _NO_WAIT)
-    except BlockingIOError:
-        return 0
-
-
-def send_all(
-    sock: socket.socket,
-    data: bytes | memoryview,
-    deadline: float | None,
-    slice_wait: float,
-    drained: Callable[[], None],
-) -> None:
-    """Send all of ``data`` on a blocking socket by ``deadline`` (monotonic
-    time; ``None``: no deadline), calling ``drained()`` at each progress.
-
-    A blocking send returns only once all of its data is queued or its
-    ``SO_SNDTIMEO`` expires, so the timeout is at most ``slice_wait``: the
-    loop sees the progress a slow reader makes.
-
-    Raises:
-        socket.timeout: The deadline passed.
-        OSError: The socket failed.
-    """
-    view = memoryview(data)
-    while view:
-        wait = slice_wait
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise socket.timeout("write_wait expired")
-            wait = min(wait, left)
-        _set_send_timeout(sock, wait)
-        try:
-            sent = sock.send(view)
-        except BlockingIOError:  # SO_SNDTIMEO expired with nothing sent
-            sent = 0
-        if sent:
-            drained()
-        view = view[sent:]
-
-
-def _set_send_timeout(sock: socket.socket, seconds: float) -> None:
-    whole = int(seconds)
-    timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6) or (0 if whole else 1))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
