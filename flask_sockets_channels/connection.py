@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import queue
 import socket
 import struct
 import threading
@@ -39,7 +38,7 @@ import time
 from typing import Any, Callable
 
 from .assembler import Raw
-from .channels import Channel, Closed
+from .channels import Channel
 from .closing import CloseState
 from .controls import Disconnect, Done, check_close
 from .engine import Outgoing, Protocol, State
@@ -52,20 +51,17 @@ from .exceptions import (
     SocketsError,
 )
 from .keepalive import limit_unacknowledged, scheduler, vanished
-from .loglimit import LogLimit
 from .options import LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options
 from .options import seconds as to_seconds
 from .reader import Reader, Receiver
+from .reporting import Reports
 from .sender import Sender
 from .wire import HEARTBEAT, CloseFrame, SocketWire
 
 __all__ = ["Codec", "Connection"]
 
-#: How many errors ``errors`` holds; more are logged and dropped.
-ERRORS_BUFFER = 64
 _numbers = itertools.count(1)
-#: Guards the first use of a connection's ``errors`` and ``disconnect``
-#: (rare: a lock per connection would cost more than it saves).
+#: Guards building a connection's ``disconnect`` on first use.
 _build_lock = threading.Lock()
 
 
@@ -112,17 +108,15 @@ class Connection:
         "_closing",
         "_codec",
         "_disconnect",
-        "_errors",
         "_flush_due",
-        "_log_limit",
         "_next_ping",
         "_on_done",
-        "_on_error",
         "_ping_period",
         "_pong_wait",
         "_protocol",
         "_protocol_lock",
         "_reader",
+        "_reports",
         "_sock",
         "_thread",
         "_wire",
@@ -176,13 +170,9 @@ class Connection:
         self._flush_due: float | None = None
         #: A failure of the write path, for the reader to report as it ends.
         self._write_error: SocketsError | None = None
-        # errors and disconnect are built on first use (most views take
-        # neither, and most connections end without an error).
-        self._errors: Channel[SocketsError] | None = None
-        self._disconnect: Channel[Any] | None = None
+        self._reports = Reports(self.name, options)
+        self._disconnect: Channel[Any] | None = None  # built on first use
         self._on_done: list[Callable[[Connection], None]] = []
-        self._on_error: list[Callable[[SocketsError], None]] = []
-        self._log_limit: LogLimit | None = None  # made by the first capped line
         self._next_ping = float("inf")
         # A daemon, whatever the request thread is: the threading module
         # scans every live non-daemon thread each time one starts or ends
@@ -200,24 +190,18 @@ class Connection:
     @property
     def errors(self) -> Channel[SocketsError]:
         """Every error of the connection, before ``done`` is set."""
-        errors: Channel[SocketsError] = self._errors or self._build(
-            "_errors", lambda: Channel(ERRORS_BUFFER)
-        )
-        return errors
+        return self._reports.errors
 
     @property
     def disconnect(self) -> Channel[Any]:
         """Put a close code, or ``(code, reason)``, to close."""
-        return self._disconnect or self._build("_disconnect", lambda: Disconnect(self.close))
-
-    def _build(self, slot: str, make: Callable[[], Channel[Any]]) -> Channel[Any]:
-        """The channel in ``slot``, made once by ``make``."""
-        with _build_lock:
-            channel: Channel[Any] | None = getattr(self, slot)
-            if channel is None:
-                channel = make()
-                setattr(self, slot, channel)
-            return channel
+        disconnect = self._disconnect
+        if disconnect is None:
+            with _build_lock:
+                disconnect = self._disconnect
+                if disconnect is None:
+                    disconnect = self._disconnect = Disconnect(self.close)
+        return disconnect
 
     @property
     def messages_in(self) -> int:
@@ -308,7 +292,7 @@ class Connection:
         not block; an exception it raises is logged (at ERROR, with its
         traceback, a few times per minute at most) and changes nothing
         else."""
-        self._on_error.append(callback)
+        self._reports.on_error(callback)
 
     def start(self, handshake_response: bytes = b"", buffered: bytes = b"") -> None:
         """Write the 101 response, then start the reader (the library calls
@@ -475,7 +459,7 @@ class Connection:
 
     def undecodable(self, error: DecodeError) -> None:
         """A message did not decode (the peer can repeat it: capped logs)."""
-        self._report(error, LOG_LEVEL_WARNING, capped=True)
+        self._reports.report(error, LOG_LEVEL_WARNING, capped=True)
 
     def lost(self, cause: OSError | None) -> None:
         """The socket hit EOF or an error: reported, unless the connection
@@ -538,51 +522,7 @@ class Connection:
     def _report_failure(self, error: SocketsError) -> None:
         """Report the error that ends the connection; only the first counts."""
         if self._closing.first_failure():
-            self._report(error, LOG_LEVEL_WARNING)
-
-    def _report(self, error: SocketsError, level: int, capped: bool = False) -> None:
-        """Log ``error`` (``capped``: under the connection's log limit: the
-        peer can repeat it at will), pass it to the ``on_error`` callbacks
-        and put it on ``errors``."""
-        message = "%s: %s: %s"
-        args = (self.name, type(error).__name__, error)
-        if capped:
-            self._log_capped(level, message, *args)
-        else:
-            self.options.log(level, message, *args)
-        for callback in self._on_error:
-            self._call(callback, error, "on_error")
-        try:
-            self.errors.put_nowait(error)
-        except queue.Full:
-            self._log_capped(LOG_LEVEL_WARNING, "%s: errors channel full, dropped", self.name)
-        except Closed:
-            pass  # the connection has ended: nobody reads errors any more
-
-    def _call(self, callback: Callable[[Any], object], argument: Any, kind: str) -> None:
-        """Run a user's callback in a library thread: whatever it raises is
-        logged with its traceback, and the thread goes on."""
-        try:
-            callback(argument)
-        except Exception:
-            name = getattr(callback, "__qualname__", None) or repr(callback)
-            self._log_capped(
-                LOG_LEVEL_ERROR, "%s: %s callback %s raised", self.name, kind, name, exc_info=True
-            )
-
-    def _log_capped(self, level: int, message: str, *args: object, exc_info: bool = False) -> None:
-        """Log a line the peer can make us repeat, under the connection's
-        :class:`~.loglimit.LogLimit`."""
-        limit = self._log_limit
-        if limit is None:
-            limit = self._log_limit = LogLimit()
-        left_out = limit.allow()
-        if left_out is None:
-            return
-        if left_out:
-            message += " (%d similar lines left out)"
-            args = (*args, left_out)
-        self.options.log(level, message, *args, exc_info=exc_info)
+            self._reports.report(error, LOG_LEVEL_WARNING)
 
     def _shutdown(self, how: int) -> None:
         with contextlib.suppress(OSError):  # already shut down, or reset
@@ -603,15 +543,9 @@ class Connection:
         self.sender.shutdown()
         scheduler.cancel(self)
         self._closing.set_code(CloseCode.ABNORMAL_CLOSURE, "")
-        self.errors.close()
-        if self._log_limit is not None and self._log_limit.suppressed:
-            self.options.log(
-                LOG_LEVEL_WARNING, "%s: %d more lines left out (log limit)",
-                self.name, self._log_limit.suppressed,
-            )  # fmt: skip
+        self._reports.end()
         self.options.log(LOG_LEVEL_DEBUG, "%s: done (%s)", self.name, self._closing.code)
         for callback in self._on_done:
-            self._call(callback, self, "on_done")
+            self._reports.call(callback, self, "on_done")
         self._on_done.clear()
-        self._on_error.clear()
         self.done.set()
