@@ -14,9 +14,10 @@
 //
 // Scenarios: echo (also `large` and deflate: the same loop with other
 // parameters), rtt, idle, fanout. See benchmarks/run.py for what each means;
-// hold: benchmarks/hold.py.
+// hold: benchmarks/hold.py; fanout-many: benchmarks/fanout_many.py.
 
 import { readdirSync, readFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
 import { performance } from "node:perf_hooks";
 import WebSocket from "ws";
 
@@ -114,7 +115,9 @@ function endWindow(w) {
 
 // -- helpers ----------------------------------------------------------------
 
-function connect(url, { deflate = false, timeoutMs = 10000 } = {}) {
+// `onCreate(ws)`, if given, is called before the handshake: listeners it adds
+// see the messages that come in the same read as the server's 101.
+function connect(url, { deflate = false, timeoutMs = 10000, onCreate = null } = {}) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, {
       perMessageDeflate: deflate ? { threshold: 0 } : false,
@@ -124,6 +127,7 @@ function connect(url, { deflate = false, timeoutMs = 10000 } = {}) {
       // only add client CPU.
       skipUTF8Validation: true,
     });
+    onCreate?.(ws);
     ws.once("open", () => {
       ws.removeAllListeners("error");
       ws.on("error", (err) => process.stderr.write(`client: ${url}: ${err.message}\n`));
@@ -598,9 +602,382 @@ async function hold() {
   };
 }
 
+// -- fanout-many: one room of thousands of members, rounds of one message ---
+
+// Close `sockets`, `concurrency` closing handshakes at a time (0: all at once),
+// within `timeoutMs`; those still open then are cut.
+async function closeSome(sockets, concurrency, timeoutMs) {
+  if (!concurrency) return closeAll(sockets, timeoutMs);
+  const deadline = performance.now() + timeoutMs;
+  let next = 0;
+  async function closer() {
+    while (next < sockets.length && performance.now() < deadline) {
+      const ws = sockets[next++];
+      if (ws.readyState === WebSocket.CLOSED) continue;
+      await new Promise((resolve) => {
+        ws.once("close", resolve);
+        if (ws.readyState === WebSocket.OPEN) ws.close(1000);
+      });
+    }
+  }
+  await Promise.race([
+    Promise.all(Array.from({ length: Math.min(concurrency, sockets.length) }, closer)),
+    sleep(timeoutMs),
+  ]);
+  const left = sockets.filter((ws) => ws.readyState !== WebSocket.CLOSED);
+  if (left.length) {
+    process.stderr.write(`client: ${left.length} connections not closed in time; cut\n`);
+    left.forEach((ws) => ws.terminate());
+  }
+}
+
+// GET `url` on a connection of its own; the body, or an error for a status
+// other than 200, a failed connection or no answer within `timeoutMs`.
+function httpGet(url, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { agent: false, timeout: timeoutMs }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk) => (body += chunk));
+      res.on("error", reject);
+      res.on("end", () =>
+        res.statusCode === 200
+          ? resolve(body)
+          : reject(new Error(`HTTP ${res.statusCode}: ${body.slice(0, 200)}`)),
+      );
+    });
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+async function fanoutMany() {
+  const { url, publish_url: publishUrl, count, concurrency, rounds, size } = cfg;
+  const pid = cfg.pids[0];
+  const roundTimeoutMs = cfg.round_timeout_s * 1000;
+  const t0 = performance.now();
+  const seconds = () => (performance.now() - t0) / 1000;
+  const base = procStatus(pid);
+  let phase = "open"; // -> join -> publish -> close
+  let died = null;
+  let peak = null; // the largest RSS sampled while publishing
+  // Per connection, in the order they were started: whether it opened; 1
+  // once "joined" came, 2 once closed (after joining or not); its arrival
+  // time of each round's message.
+  const isOpen = new Uint8Array(count);
+  const state = new Uint8Array(count);
+  const arrivals = new Float64Array(rounds * count).fill(NaN);
+  const sockets = [];
+  let joined = 0; // "joined" received
+  let closedUnjoined = 0;
+  let live = 0; // joined and still open
+  let dropped = 0;
+  const dropCodes = {};
+  let delivered = 0;
+  let late = 0; // a round's message after that round gave up waiting
+  let duplicates = 0;
+  let unexpected = 0;
+  let current = -1; // the round in progress
+  let pending = 0; // members still to get the current round's message
+  let publishFailed = null;
+
+  // One wait at a time, ended by its condition, the worker's death or its bound.
+  let waiter = null;
+  const check = () => {
+    if (waiter && (died !== null || waiter.cond())) {
+      const w = waiter;
+      waiter = null;
+      clearTimeout(w.timer);
+      w.resolve(died === null);
+    }
+  };
+  const waitUntil = (cond, ms) =>
+    new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        waiter = null;
+        resolve(false);
+      }, ms);
+      waiter = { cond, resolve, timer };
+      check();
+    });
+
+  // Whether the worker is still there; the first time it is not, when and
+  // in which phase (and round) it went, and how many deliveries came before.
+  let round = -1;
+  const stillAlive = () => {
+    if (died !== null) return false;
+    if (alive(pid)) return true;
+    died = { at_s: seconds(), phase, round: phase === "publish" ? round + 1 : null, delivered };
+    process.stderr.write(
+      `client: the worker ${pid} is gone at ${died.at_s.toFixed(1)} s (${phase}` +
+        `${phase === "publish" ? `, round ${round + 1}` : ""}), ${delivered} delivered\n`,
+    );
+    check();
+    return false;
+  };
+  const status = () => {
+    try {
+      return stillAlive() ? procStatus(pid) : null;
+    } catch {
+      return null; // gone between the two reads
+    }
+  };
+  const serverCpu = () => {
+    try {
+      return stillAlive() ? cpuOf(cfg.pids) : null;
+    } catch {
+      return null;
+    }
+  };
+  const sampler = setInterval(() => {
+    const now = status();
+    if (now && phase === "publish" && (!peak || now.rss_kib > peak.rss_kib)) peak = now;
+  }, cfg.sample_s * 1000);
+
+  const watch = (ws, i) => {
+    ws.once("open", () => (isOpen[i] = 1));
+    ws.on("message", (data) => {
+      const now = performance.now();
+      if (state[i] === 0) {
+        if (data.length === 6 && data.toString("latin1") === "joined") {
+          state[i] = 1;
+          joined++;
+          live++;
+          check();
+        } else {
+          unexpected++;
+        }
+        return;
+      }
+      const seq = Number(data.toString("latin1", 0, 10));
+      if (!(seq >= 0 && seq < rounds) || data.length !== size) {
+        unexpected++;
+        return;
+      }
+      const slot = seq * count + i;
+      if (!Number.isNaN(arrivals[slot])) {
+        duplicates++;
+        return;
+      }
+      arrivals[slot] = now;
+      delivered++;
+      if (seq === current) {
+        pending--;
+        check();
+      } else {
+        late++;
+      }
+    });
+    ws.once("close", (code) => {
+      if (!isOpen[i]) return; // a failed handshake: counted as such
+      if (state[i] === 1) {
+        live--;
+        if (current >= 0 && Number.isNaN(arrivals[current * count + i])) pending--;
+      } else {
+        closedUnjoined++;
+      }
+      state[i] = 2;
+      if (phase !== "close") {
+        dropped++;
+        dropCodes[code] = (dropCodes[code] ?? 0) + 1;
+      }
+      check();
+    });
+  };
+
+  // Open: `concurrency` handshakes at a time.
+  let failedOpens = 0;
+  let next = 0;
+  async function opener() {
+    while (next < count && died === null) {
+      const i = next++;
+      try {
+        sockets.push(await connect(url, { timeoutMs: 30000, onCreate: (ws) => watch(ws, i) }));
+      } catch (err) {
+        failedOpens++;
+        if (failedOpens <= 5) process.stderr.write(`client: open failed: ${err.message}\n`);
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, opener));
+  const opened = sockets.length;
+  const openSeconds = seconds();
+  process.stderr.write(`client: ${opened} open in ${openSeconds.toFixed(1)} s\n`);
+
+  // Join: every open connection has said "joined" (or closed).
+  phase = "join";
+  const joinStart = seconds();
+  await waitUntil(() => joined + closedUnjoined >= opened, cfg.join_timeout_s * 1000);
+  const notJoined = opened - joined;
+  const joinSeconds = seconds() - joinStart;
+  const joinedStatus = status();
+  process.stderr.write(`client: ${joined} joined in ${joinSeconds.toFixed(1)} s\n`);
+
+  // Publish: one round at a time, each until every live member has it.
+  phase = "publish";
+  const w = startWindow();
+  const roundsDone = [];
+  const lastSamples = [];
+  const latencies = new Float64Array(rounds * count);
+  let nLatencies = 0;
+  for (let k = 0; k < rounds && live > 0 && stillAlive(); k++) {
+    publishFailed = null;
+    pending = live;
+    const expected = live;
+    const cpu0 = serverCpu();
+    const sent = performance.now();
+    current = round = k;
+    const answered = httpGet(`${publishUrl}?seq=${k}&size=${size}`, roundTimeoutMs).then(
+      (body) => ({ ms: performance.now() - sent, ...JSON.parse(body) }),
+      (err) => {
+        publishFailed = err.message;
+        process.stderr.write(`client: publish ${k + 1} failed: ${err.message}\n`);
+        check();
+        return null;
+      },
+    );
+    const complete = await waitUntil(() => pending <= 0 || publishFailed !== null, roundTimeoutMs);
+    const ended = performance.now();
+    const answer = await answered; // bounded: no answer within the round's bound is an error
+    const now = status();
+    if (now && (!peak || now.rss_kib > peak.rss_kib)) peak = now;
+    const cpu1 = serverCpu();
+    const cpu = cpu0 !== null && cpu1 !== null ? cpu1 - cpu0 : null;
+    let first = Infinity;
+    let last = -Infinity;
+    let got = 0;
+    for (let i = 0; i < count; i++) {
+      const at = arrivals[k * count + i];
+      if (Number.isNaN(at)) continue;
+      got++;
+      first = Math.min(first, at);
+      last = Math.max(last, at);
+      latencies[nLatencies++] = at - sent;
+    }
+    const lastMs = got ? last - sent : null;
+    roundsDone.push({
+      expected,
+      got,
+      complete: complete && got === expected,
+      first_ms: got ? first - sent : null,
+      last_ms: lastMs,
+      waited_ms: ended - sent,
+      deliveries_per_s: got ? got / (lastMs / 1000) : 0,
+      publish_answer_ms: answer?.ms ?? null,
+      server_members: answer?.members ?? null,
+      publish_error: publishFailed,
+      server_cpu_s: cpu,
+    });
+    if (got === expected && got > 0) lastSamples.push(lastMs);
+    process.stderr.write(
+      `client: round ${k + 1}: ${got} of ${expected}, last after ` +
+        `${lastMs === null ? "-" : lastMs.toFixed(0)} ms\n`,
+    );
+    current = -1;
+    if (publishFailed !== null) break;
+  }
+  let m = null;
+  try {
+    m = stillAlive() ? endWindow(w) : null;
+  } catch {
+    stillAlive(); // gone while being read
+  }
+  const after = status();
+
+  // Per member: the rounds it did not get (of the rounds published).
+  let missedMembers = 0;
+  let missedDeliveries = 0;
+  for (let i = 0; i < count; i++) {
+    if (!isOpen[i]) continue;
+    let missed = 0;
+    for (let k = 0; k < roundsDone.length; k++) {
+      if (Number.isNaN(arrivals[k * count + i])) missed++;
+    }
+    if (missed) missedMembers++;
+    missedDeliveries += missed;
+  }
+  const inRounds = roundsDone.reduce((sum, r) => sum + r.got, 0);
+  const roundSeconds = roundsDone.reduce((sum, r) => sum + (r.last_ms ?? r.waited_ms), 0) / 1000;
+  const sorted = [...lastSamples].sort((a, b) => a - b);
+  const at = (q) =>
+    sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] : null;
+  const all = percentiles(latencies, nLatencies);
+
+  // Close the connections, `close_concurrency` at a time (0: all at once),
+  // then watch the worker until it has settled (its thread count unchanged
+  // for 2 s, and it answers GET / within 1 s), died (a burst of closes can
+  // starve gunicorn's heartbeat too), or `close_watch_s` passed.
+  phase = "close";
+  const closeStart = seconds();
+  await closeSome(sockets, cfg.close_concurrency, 60000);
+  const closeSeconds = seconds() - closeStart;
+  const rootUrl = new URL("/", publishUrl).href;
+  const watchEnd = performance.now() + cfg.close_watch_s * 1000;
+  let settled = false;
+  let threads = -1;
+  let since = performance.now();
+  while (!settled && performance.now() < watchEnd) {
+    const now = status();
+    if (!now) break;
+    if (now.threads !== threads) {
+      threads = now.threads;
+      since = performance.now();
+    } else if (performance.now() - since >= 2000) {
+      settled = await httpGet(rootUrl, 1000).then(
+        () => true,
+        () => false,
+      );
+    }
+    if (!settled) await sleep(500); // /proc has no event to wait on
+  }
+  const settleSeconds = seconds() - closeStart;
+  const afterClose = status();
+  clearInterval(sampler);
+  return {
+    count,
+    opened,
+    failed_opens: failedOpens,
+    open_s: openSeconds,
+    joined,
+    not_joined: notJoined,
+    join_s: joinSeconds,
+    dropped,
+    drop_codes: dropCodes,
+    rounds: roundsDone,
+    rounds_asked: rounds,
+    delivered,
+    deliveries_per_s: roundSeconds > 0 ? inRounds / roundSeconds : null,
+    // The time until the last member had the message, over the rounds every
+    // member got in time.
+    last_p50_ms: at(0.5),
+    last_p99_ms: at(0.99),
+    complete_rounds: lastSamples.length,
+    // Each delivery's time from the publish request.
+    delivery_p50_ms: all.p50_us === null ? null : all.p50_us / 1000,
+    delivery_p99_ms: all.p99_us === null ? null : all.p99_us / 1000,
+    missed_members: missedMembers,
+    missed_deliveries: missedDeliveries,
+    late,
+    duplicates,
+    unexpected,
+    died,
+    publish_window: m,
+    server_cpu_us_per_delivery: m && inRounds ? (1e6 * m.server_cpu_s) / inRounds : null,
+    base,
+    joined_status: joinedStatus,
+    peak_publishing: peak,
+    after_publishing: after,
+    close_s: closeSeconds,
+    settled,
+    settle_s: settleSeconds,
+    after_close: afterClose,
+  };
+}
+
 // ---------------------------------------------------------------------------
 
-const scenarios = { echo, rtt, idle, fanout, hold };
+const scenarios = { echo, rtt, idle, fanout, hold, "fanout-many": fanoutMany };
 
 try {
   const run = scenarios[cfg.scenario];
