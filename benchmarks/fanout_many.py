@@ -60,7 +60,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -70,8 +69,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from hold import gone, raise_limits  # noqa: E402
-from run import CLIENT, Process, children, free_port, http_ok, log  # noqa: E402
+from hold import gone, raise_limits, run_client, why_it_died  # noqa: E402
+from run import Process, children, free_port, http_ok, log  # noqa: E402
 
 SERVERS = ("ours", "websockets")
 #: File descriptors per connection in websockets' sync server: the socket, a
@@ -147,19 +146,11 @@ def fanout(server: str, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             "clk_tck": os.sysconf("SC_CLK_TCK"),
             "hard_timeout_s": budget,
         }
-        done = subprocess.run(
-            ["node", str(CLIENT), json.dumps(config)],
-            capture_output=True, text=True, timeout=budget + 30, check=False,
-        )  # fmt: skip
-        sys.stderr.write(done.stderr)
-        if done.returncode != 0:
-            raise RuntimeError(f"client failed ({done.returncode}): {done.stderr[-2000:]}")
-        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        result = run_client(config, budget)
     finally:
         process.stop()
         gone(pid)
-    why = [line for line in process.tail(200).splitlines() if "WORKER TIMEOUT" in line
-           or "SIGKILL" in line or "Traceback" in line or "Error" in line]  # fmt: skip
+    why = why_it_died(process)
     result["server"] = server
     result["master_log"] = why[:10]
     if result["died"] is None and any("WORKER TIMEOUT" in line for line in why):

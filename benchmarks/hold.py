@@ -143,22 +143,34 @@ def hold(server: str, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             "clk_tck": os.sysconf("SC_CLK_TCK"),
             "hard_timeout_s": budget,
         }
-        done = subprocess.run(
-            ["node", str(CLIENT), json.dumps(config)],
-            capture_output=True, text=True, timeout=budget + 30, check=False,
-        )  # fmt: skip
-        sys.stderr.write(done.stderr)
-        if done.returncode != 0:
-            raise RuntimeError(f"client failed ({done.returncode}): {done.stderr[-2000:]}")
-        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        result = run_client(config, budget)
     finally:
         process.stop()
         gone(pid)
-    why = [line for line in process.tail(200).splitlines() if "WORKER TIMEOUT" in line
-           or "SIGKILL" in line or "Traceback" in line or "Error" in line]  # fmt: skip
     result["server"] = server
-    result["master_log"] = why[:10]
+    result["master_log"] = why_it_died(process)[:10]
     return result
+
+
+def run_client(config: dict[str, Any], budget: float) -> dict[str, Any]:
+    """Run the load client (benchmarks/client.mjs) with ``config``, for at
+    most ``budget`` seconds and a margin; its JSON result."""
+    done = subprocess.run(
+        ["node", str(CLIENT), json.dumps(config)],
+        capture_output=True, text=True, timeout=budget + 30, check=False,
+    )  # fmt: skip
+    sys.stderr.write(done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"client failed ({done.returncode}): {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def why_it_died(process: Process) -> list[str]:
+    """The server's log lines that say why a worker died."""
+    lines = process.tail(200).splitlines()
+    signs = ("WORKER TIMEOUT", "SIGKILL", "Traceback", "Error")
+    return [line for line in lines if any(sign in line for sign in signs)]
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
