@@ -42,6 +42,23 @@ def build_once(owner: object, name: str, make: Callable[[], Any]) -> Any:
     return built
 
 
+#: Guards :func:`build_slot_once` (rare: first uses only).
+_slot_lock = threading.Lock()
+
+
+def build_slot_once(owner: object, slot: str, make: Callable[[], Any]) -> Any:
+    """:func:`build_once` for an attribute held in a ``__slots__`` slot
+    (``None`` until built), which ``dict.setdefault`` cannot reach."""
+    built = getattr(owner, slot)
+    if built is None:
+        with _slot_lock:
+            built = getattr(owner, slot)
+            if built is None:
+                built = make()
+                setattr(owner, slot, built)
+    return built
+
+
 class _Waitable(Protocol):
     def wait(self, timeout: float | None = None) -> bool: ...
 

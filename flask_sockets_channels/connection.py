@@ -38,7 +38,7 @@ import time
 from typing import Any, Callable
 
 from .assembler import Raw
-from .channels import Channel
+from .channels import Channel, build_slot_once
 from .closing import CloseState
 from .controls import Disconnect, Done, check_close
 from .engine import Outgoing, Protocol, State
@@ -61,8 +61,6 @@ from .wire import HEARTBEAT, CloseFrame, SocketWire
 __all__ = ["Codec", "Connection"]
 
 _numbers = itertools.count(1)
-#: Guards building a connection's ``disconnect`` on first use.
-_build_lock = threading.Lock()
 
 
 class Codec:
@@ -195,12 +193,9 @@ class Connection:
     @property
     def disconnect(self) -> Channel[Any]:
         """Put a close code, or ``(code, reason)``, to close."""
-        disconnect = self._disconnect
-        if disconnect is None:
-            with _build_lock:
-                disconnect = self._disconnect
-                if disconnect is None:
-                    disconnect = self._disconnect = Disconnect(self.close)
+        disconnect: Channel[Any] = self._disconnect or build_slot_once(
+            self, "_disconnect", lambda: Disconnect(self.close)
+        )
         return disconnect
 
     @property

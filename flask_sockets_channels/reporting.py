@@ -10,10 +10,9 @@ no further; lines a peer can make us repeat at will are logged under a
 from __future__ import annotations
 
 import queue
-import threading
 from typing import Any, Callable
 
-from .channels import Channel, Closed
+from .channels import Channel, Closed, build_slot_once
 from .exceptions import SocketsError
 from .loglimit import LogLimit
 from .options import LOG_LEVEL_ERROR, LOG_LEVEL_WARNING, Options
@@ -22,9 +21,6 @@ __all__ = ["ERRORS_BUFFER", "Reports"]
 
 #: How many errors ``errors`` holds; more are logged and dropped.
 ERRORS_BUFFER = 64
-#: Guards building a connection's ``errors`` on first use (rare: a lock per
-#: connection would cost more than it saves).
-_build_lock = threading.Lock()
 
 
 class Reports:
@@ -44,12 +40,9 @@ class Reports:
     @property
     def errors(self) -> Channel[SocketsError]:
         """The ``errors`` channel."""
-        errors = self._errors
-        if errors is None:
-            with _build_lock:
-                errors = self._errors
-                if errors is None:
-                    errors = self._errors = Channel(ERRORS_BUFFER)
+        errors: Channel[SocketsError] = self._errors or build_slot_once(
+            self, "_errors", lambda: Channel(ERRORS_BUFFER)
+        )
         return errors
 
     def on_error(self, callback: Callable[[SocketsError], None]) -> None:
