@@ -38,11 +38,14 @@ prometheus-client's multi-process mode (``PROMETHEUS_MULTIPROC_DIR`` set,
 e.g. under gunicorn with several workers), scrape-time collectors cannot be
 summed across processes, so :func:`register` instead copies the figures of
 each process into prometheus-client's own metrics (its shared files) every
-``interval`` seconds, from a thread of that process.
+``interval`` seconds, from a thread of that process; serve them with
+:class:`MultiProcessCollector`, prometheus-client's collector of the same
+name made safe against a file another process is still creating.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import threading
@@ -51,6 +54,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Callable, Literal, Union
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client import values as prometheus_values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -58,7 +62,13 @@ if TYPE_CHECKING:
     from .extension import Sockets
     from .stats import Snapshot
 
-__all__ = ["METRICS", "MultiProcessExporter", "SocketsCollector", "register"]
+__all__ = [
+    "METRICS",
+    "MultiProcessCollector",
+    "MultiProcessExporter",
+    "SocketsCollector",
+    "register",
+]
 
 logger = logging.getLogger("flask_sockets_channels")
 
@@ -297,6 +307,32 @@ class MultiProcessExporter:
                 logger.error("metrics: copying the figures failed", exc_info=True)
             if stopping:
                 return
+
+
+class MultiProcessCollector(prometheus_multiprocess.MultiProcessCollector):  # type: ignore[misc]
+    """prometheus-client's ``MultiProcessCollector``, except that a file of
+    0 bytes counts as holding nothing instead of failing the whole scrape.
+
+    prometheus-client creates a process's file and only then sizes it, so a
+    scrape in another process can meet it empty (a 500 from ``/metrics``),
+    and a process killed at that moment leaves it empty for good
+    (prometheus/client_python#1199). Use it as the original::
+
+        registry = CollectorRegistry()
+        metrics.MultiProcessCollector(registry)
+    """
+
+    def collect(self) -> Iterable[Metric]:
+        """Merge every process's file that holds anything."""
+        files = []
+        for path in glob.glob(os.path.join(self._path, "*.db")):
+            try:
+                if os.path.getsize(path) > 0:
+                    files.append(path)
+            except FileNotFoundError:  # removed by mark_process_dead meanwhile
+                continue
+        merged: Iterable[Metric] = self.merge(files, accumulate=True)
+        return merged
 
 
 # The exporters started and not closed: a forked child (a gunicorn worker of

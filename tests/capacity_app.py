@@ -190,7 +190,6 @@ def create_app(
             CONTENT_TYPE_LATEST,
             CollectorRegistry,
             generate_latest,
-            multiprocess,
         )
 
         from flask_sockets_channels import metrics as fsc_metrics
@@ -204,7 +203,7 @@ def create_app(
             if isinstance(exporter, fsc_metrics.MultiProcessExporter):
                 # Multi-process mode: every worker's files, read afresh.
                 scraped = CollectorRegistry()
-                multiprocess.MultiProcessCollector(scraped)  # type: ignore[no-untyped-call]
+                fsc_metrics.MultiProcessCollector(scraped)
                 return Response(generate_latest(scraped), content_type=CONTENT_TYPE_LATEST)
             return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 

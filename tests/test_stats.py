@@ -435,3 +435,23 @@ def test_a_closed_exporter_starts_no_thread_in_a_child_forked_later() -> None:
     finally:
         exporter.close()
     assert not metrics_thread_in_a_forked_child()
+
+
+def test_the_multiprocess_collector_reads_past_a_file_still_empty(tmp_path: Path) -> None:
+    # A worker's file as prometheus-client leaves it between creating and
+    # sizing it (or for good, if the worker is killed then), beside a file
+    # that holds a figure.
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    written = MmapedDict(str(tmp_path / "counter_101.db"))
+    written.write_value(
+        mmap_key("fsc_messages_in_total", "fsc_messages_in_total", (), (), "messages received"),
+        7.0,
+        0.0,
+    )
+    written.close()
+    (tmp_path / "counter_102.db").touch()
+
+    ours = CollectorRegistry()
+    metrics.MultiProcessCollector(ours, path=str(tmp_path))
+    assert "fsc_messages_in_total 7.0" in generate_latest(ours).decode()
