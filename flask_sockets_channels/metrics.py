@@ -54,9 +54,10 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Callable, Literal, Union
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
-from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client import values as prometheus_values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector as _PrometheusCollector
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from .extension import Sockets
@@ -309,7 +310,7 @@ class MultiProcessExporter:
                 return
 
 
-class MultiProcessCollector(prometheus_multiprocess.MultiProcessCollector):  # type: ignore[misc]
+class MultiProcessCollector(Collector):
     """prometheus-client's ``MultiProcessCollector``, except that a file of
     0 bytes counts as holding nothing instead of failing the whole scrape.
 
@@ -320,19 +321,34 @@ class MultiProcessCollector(prometheus_multiprocess.MultiProcessCollector):  # t
 
         registry = CollectorRegistry()
         metrics.MultiProcessCollector(registry)
+
+    Args:
+        registry: Where to register it (``None``: nowhere).
+        path: The files' directory; ``PROMETHEUS_MULTIPROC_DIR`` if ``None``.
+
+    Raises:
+        ValueError: No directory given, or not a directory.
     """
+
+    def __init__(self, registry: CollectorRegistry | None, path: str | None = None) -> None:
+        path = path or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not path or not os.path.isdir(path):
+            raise ValueError("PROMETHEUS_MULTIPROC_DIR is not set or not a directory")
+        self.path = path
+        if registry is not None:
+            registry.register(self)
 
     def collect(self) -> Iterable[Metric]:
         """Merge every process's file that holds anything."""
         files = []
-        for path in glob.glob(os.path.join(self._path, "*.db")):
+        for path in glob.glob(os.path.join(self.path, "*.db")):
             try:
                 if os.path.getsize(path) > 0:
                     files.append(path)
             except FileNotFoundError:  # removed by mark_process_dead meanwhile
                 continue
-        merged: Iterable[Metric] = self.merge(files, accumulate=True)
-        return merged
+        merge: Callable[..., Iterable[Metric]] = _PrometheusCollector.merge
+        return merge(files, accumulate=True)
 
 
 # The exporters started and not closed: a forked child (a gunicorn worker of
