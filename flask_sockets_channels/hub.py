@@ -26,7 +26,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from .channels import Channel
@@ -428,12 +428,16 @@ class Hub:
             if not self._rooms.get(room) and not log.joining and self._logs.get(room) is log:
                 del self._logs[room]
 
-    def resync_presence(self, rooms: Iterable[str] = ()) -> None:
+    def resync_presence(
+        self, rooms: Iterable[str] = (), within: Callable[[str], bool] | None = None
+    ) -> None:
         """Write this process's presence again, for every room that has
-        some and for ``rooms`` (the transport calls it after a reconnect)."""
+        some and for ``rooms``, of those only the rooms ``within`` accepts
+        (the transport calls it after a reconnect, for a partition's rooms)."""
         with self._lock:
             present = {r for r, ms in self._rooms.items() if any(m.presence for m in ms.values())}
-        self.write_presence(present | set(rooms))
+        rooms = present | set(rooms)
+        self.write_presence(rooms if within is None else filter(within, rooms))
 
     def write_presence(self, rooms: Iterable[str]) -> None:
         """Write this process's presence in ``rooms`` (the transport calls

@@ -1,14 +1,19 @@
 """What the Redis hub keeps in Redis, and the scripts that change it.
 
-The keys (``P`` is ``flask-sockets-channels:``)::
+The rooms are spread over **partitions**, each with its own stream; every
+key of a partition starts with ``P`` = ``flask-sockets-channels:`` and the
+partition's hash tag, ``{tag}`` (so that on a Redis Cluster they are all in
+one slot, where a script may use them together). On one Redis (or one
+under Sentinel) there is one partition, without a tag. A partition's keys
+(:class:`Keys`)::
 
-    P stream              every message: fields r (room), f (kind b"t"/b"j"/b"b"
-                          + payload), o (publishing process), x (members it
-                          excluded there), e (the epoch); trimmed only by
-                          PUBLISH
+    P stream              every message of the partition's rooms: fields r
+                          (room), f (kind b"t"/b"j"/b"b" + payload), o
+                          (publishing process), x (members it excluded there),
+                          e (the epoch); trimmed only by PUBLISH
     P epoch               the stream's epoch (see resume.py): made by the
                           first publish or history read, made anew when the
-                          stream is found to have gone back
+                          stream is found to have lost messages
     P stream-bytes        the sizes of the stream's entries' fields and
                           values, added up (what STREAM_BYTES bounds)
     P stream-since        the entries up to this id were written before the
@@ -19,14 +24,16 @@ The keys (``P`` is ``flask-sockets-channels:``)::
     P history-length      the largest history a reading process keeps, so that
                           a publisher without one (a script) keeps as many
     P presence:<room>     hash: process -> JSON list of its members' presence
-    P rooms:<process>     set: the rooms where the process has presence
+    P rooms:<process>     set: the process's rooms with presence here
     P processes           sorted set: process -> Redis's TIME at its last
                           heartbeat or presence write
     P process:<process>   exists while the process lives (its heartbeat sets it
                           every HEARTBEAT_PERIOD, for PROCESS_TTL seconds)
 
-Every script runs atomically. They touch keys they are not given in
-``KEYS`` (a process's rooms), which is why Redis Cluster is not supported.
+and, on a cluster only, ``flask-sockets-channels:partitions``: the
+partitions' tags, written by the first process (see redis_partitions.py).
+
+Every script runs atomically and touches the keys of one partition only.
 Redis 6.2 or later (``XTRIM MINID``, ``SET ... GET``); Redis 7 reports
 ``entries-added``, without which a reader cannot count what it missed.
 """
@@ -46,6 +53,7 @@ __all__ = [
     "HISTORY",
     "HISTORY_LENGTH",
     "PREFIX",
+    "Keys",
     "PROCESSES",
     "PUBLISH",
     "READ",
@@ -59,12 +67,47 @@ __all__ = [
 ]
 
 PREFIX = "flask-sockets-channels:"
-STREAM = PREFIX + "stream"
-STREAM_BYTES_KEY = PREFIX + "stream-bytes"
-STREAM_SINCE = PREFIX + "stream-since"
-HISTORY_LENGTH = PREFIX + "history-length"
-EPOCH = PREFIX + "epoch"
-PROCESSES = PREFIX + "processes"
+
+
+class Keys:
+    """The key names of one partition (the one of a single Redis has no
+    tag: the names of earlier versions)."""
+
+    def __init__(self, tag: str = "") -> None:
+        self.tag = tag
+        #: What every key of the partition starts with.
+        self.prefix = PREFIX + ("{" + tag + "}" if tag else "")
+        self.stream = self.prefix + "stream"
+        self.stream_bytes = self.prefix + "stream-bytes"
+        self.stream_since = self.prefix + "stream-since"
+        self.history_length = self.prefix + "history-length"
+        self.epoch = self.prefix + "epoch"
+        self.processes = self.prefix + "processes"
+
+    def history(self, room: str) -> str:
+        return self.prefix + "history:" + room
+
+    def presence(self, room: str) -> str:
+        return self.prefix + "presence:" + room
+
+    def rooms(self, origin: str) -> str:
+        return self.prefix + "rooms:" + origin
+
+    def process(self, origin: str) -> str:
+        return self.prefix + "process:" + origin
+
+    def __repr__(self) -> str:
+        return f"<Keys {self.prefix}>"
+
+
+# The keys of a single Redis's one partition.
+_SINGLE = Keys()
+STREAM = _SINGLE.stream
+STREAM_BYTES_KEY = _SINGLE.stream_bytes
+STREAM_SINCE = _SINGLE.stream_since
+HISTORY_LENGTH = _SINGLE.history_length
+EPOCH = _SINGLE.epoch
+PROCESSES = _SINGLE.processes
 
 # Ids are "milliseconds-sequence"; Lua's numbers (doubles) hold both exactly.
 _IDS = """
@@ -144,12 +187,17 @@ return id
 """
 )
 
-#: KEYS: stream. ARGV: position, count. The stream's state and, after the
-#: position, up to ``count`` entries, read at one instant:
-#: ``{last-generated-id, entries-added (-1: not known), length, first id
-#: ("": none), entries}``; an absent stream is ``{"0-0", 0, 0, "", {}}``.
-READ = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'0-0', 0, 0, '', {}} end
+#: KEYS: stream. ARGV: position, count, the last id this process published
+#: ("": none). The stream's state and, after the position, up to ``count``
+#: entries, read at one instant: ``{last-generated-id, entries-added (-1:
+#: not known), length, first id ("": none), entries, whether the entry at
+#: the position is there (1/0), whether the published one is (1/0)}``; an
+#: entry older than the first cannot be checked and counts as there. An
+#: absent stream is ``{"0-0", 0, 0, "", {}, 1, 1}``.
+READ = (
+    _IDS
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'0-0', 0, 0, '', {}, 1, 1} end
 local reply = redis.call('XINFO', 'STREAM', KEYS[1])
 local info = {}
 for i = 1, #reply, 2 do info[reply[i]] = reply[i + 1] end
@@ -158,8 +206,15 @@ local entries = {}
 if tonumber(ARGV[2]) > 0 then
   entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
 end
-return {info['last-generated-id'], info['entries-added'] or -1, info['length'], first, entries}
+local function kept(id)
+  if id == '' or id == '0-0' or first == '' or later(first, id) then return 1 end
+  if later(id, info['last-generated-id']) then return 1 end  -- the caller sees it went back
+  return #redis.call('XRANGE', KEYS[1], id, id) > 0 and 1 or 0
+end
+return {info['last-generated-id'], info['entries-added'] or -1, info['length'], first, entries,
+        kept(ARGV[1]), kept(ARGV[3])}
 """
+)
 
 #: KEYS: history:<room>, epoch. ARGV: count, an epoch for a stream that has
 #: none. The room's last ``count`` messages, newest first, with the epoch and

@@ -5,9 +5,11 @@ The reader reads with the READ script (:mod:`.redis_scripts`), which gives
 the entries after its position together with the stream's state at that
 instant. From that state it tells two losses apart from normal reading:
 
-* the stream's last id is behind the position: Redis lost its last
-  messages (restarted from an older snapshot or empty, or failed over to a
-  lagging replica);
+* the stream's last id is behind the position, or the entry at the
+  position, or the last one this process published, is no longer there:
+  Redis lost its last messages (restarted from an older snapshot or empty,
+  or failed over to a replica that had not received them: replication is
+  asynchronous);
 * entries after the position were trimmed before the reader read them
   (past STREAM_LENGTH or STREAM_BYTES, while it was behind or away). Redis 7
   counts the entries ever added to a stream; the reader counts those up to
@@ -21,7 +23,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .engine import Outgoing
-from .redis_scripts import EPOCH, READ, ROTATE_EPOCH, STREAM, run_script
+from .redis_scripts import READ, ROTATE_EPOCH, Keys, run_script
 from .transport import Sink
 
 if TYPE_CHECKING:
@@ -65,10 +67,18 @@ class StreamState(NamedTuple):
     added: int | None  # how many entries were ever added (None: Redis < 7)
     length: int
     first: EntryId | None  # the oldest entry's id (None: empty)
+    # Whether the entries at the position and at the id published last are
+    # still there (or older than the first, which cannot be told).
+    position_kept: bool = True
+    published_kept: bool = True
 
 
 def read_stream(
-    client: redis.Redis, position: EntryId, count: int
+    client: redis.Redis,
+    stream: str,
+    position: EntryId,
+    count: int,
+    published: EntryId | None = None,
 ) -> tuple[StreamState, list[tuple[Any, dict[bytes, bytes]]]]:
     """The stream's state and up to ``count`` entries after ``position``,
     read at one instant.
@@ -76,14 +86,17 @@ def read_stream(
     Raises:
         redis.exceptions.RedisError: Redis cannot be reached or refused it.
     """
-    last, added, length, first, raw = run_script(
-        client, READ, (STREAM,), (format_id(position), count)
+    mine = "" if published is None else format_id(published)
+    last, added, length, first, raw, position_kept, published_kept = run_script(
+        client, READ, (stream,), (format_id(position), count, mine)
     )
     state = StreamState(
         parse_id(last),
         None if added is None or int(added) < 0 else int(added),
         int(length),
         parse_id(first) if first else None,
+        bool(int(position_kept)),
+        bool(int(published_kept)),
     )
     entries = []
     for raw_id, fields in raw:
@@ -94,19 +107,24 @@ def read_stream(
 
 
 class StreamFollower:
-    """Where one process's reader is in the stream; delivers what it reads
-    to the sink. Used by the reader thread only.
+    """Where one process's reader is in a partition's stream; delivers what
+    it reads to the sink. Used by the reader thread only, but
+    :attr:`published`.
 
     Attributes:
         position: The id of the last entry delivered (or skipped); None
             before the reader knows where the stream ends.
+        published: The id of the last message this process published to
+            the stream (set by the publishing thread), checked at each read.
         messages_lost: Entries trimmed before this reader read them.
     """
 
-    def __init__(self, url: str | None, origin: str) -> None:
+    def __init__(self, url: str | None, origin: str, keys: Keys | None = None) -> None:
         self.url = url
         self.origin = origin
+        self.keys = keys or Keys()
         self.position: EntryId | None = None
+        self.published: EntryId | None = None
         self.messages_lost = 0
         # How many entries the stream had added up to the position, as Redis
         # counts them (None: not known).
@@ -125,9 +143,10 @@ class StreamFollower:
             redis.exceptions.RedisError: Redis cannot be reached or refused it.
         """
         assert self.position is not None
-        state, entries = read_stream(client, self.position, READ_COUNT)
-        if state.last < self.position:
-            self._went_back(state, client, sink)
+        published = self.published
+        state, entries = read_stream(client, self.keys.stream, self.position, READ_COUNT, published)
+        if state.last < self.position or not state.position_kept or not state.published_kept:
+            self._lost_by_redis(state, published, client, sink)
             return False
         self._count_trimmed(state)
         for raw_id, fields in entries:
@@ -152,34 +171,56 @@ class StreamFollower:
             redis.exceptions.RedisError: Redis cannot be reached or refused it.
         """
         assert self.position is not None
-        client.xread({STREAM: format_id(self.position)}, count=1, block=int(block * 1000))
+        client.xread({self.keys.stream: format_id(self.position)}, count=1, block=int(block * 1000))
 
-    def _went_back(self, state: StreamState, client: redis.Redis, sink: Sink) -> None:
-        """The stream's ids went back: Redis lost its last entries. Read on
-        from the stream's last id, under a new epoch.
+    def _lost_by_redis(
+        self,
+        state: StreamState,
+        published: EntryId | None,
+        client: redis.Redis,
+        sink: Sink,
+    ) -> None:
+        """Redis lost entries it had acknowledged: the stream went back, or
+        the entry at the position or the last one published here is gone.
+        Read on from the last entry still there up to the position, under a
+        new epoch.
 
-        Redis makes each id above the stream's last one, so the entries it
-        still has up to that id were delivered here already (this reader
-        was past them), and what is published now comes after it, also
-        with a Redis clock behind ours. A position a page received before
-        (an id of the lost entries, or one Redis will make again) names
-        nothing of what Redis keeps now: the epoch changes, so that a
-        resume from it is told so, and this process forgets what it knew of
-        the rooms' histories.
+        Redis makes each new id above the stream's last one, so the entries
+        still there up to the position were delivered here already, and
+        those after it are new (with Redis hosts' clocks within the time a
+        failover takes). A position a page received before (an id of the
+        lost entries, or one Redis will make again) names nothing of what
+        Redis keeps now: the epoch changes, so that a resume from it is
+        told so, and this process forgets what it knew of the rooms'
+        histories.
 
         Raises:
             redis.exceptions.RedisError: Redis cannot be reached or refused it.
         """
         assert self.position is not None
+        if state.last < self.position:
+            what = f"went back from {format_id(self.position)} to {format_id(state.last)}"
+        elif not state.position_kept:
+            what = f"no longer has {format_id(self.position)}, which this process read"
+        else:
+            assert published is not None
+            what = f"no longer has {format_id(published)}, which this process published"
         logger.warning(
-            "hub: the stream at %s went back from %d-%d to %d-%d: Redis restarted from an older"
-            " snapshot or empty, or failed over to a lagging replica; messages published in"
-            " between that Redis no longer keeps are lost here",
-            self.url, *self.position, *state.last,
+            "hub: the stream at %s %s: Redis restarted from an older snapshot or empty, or"
+            " failed over to a lagging replica (replication is asynchronous); messages"
+            " published in between that Redis no longer keeps are lost here",
+            self.url, what,
         )  # fmt: skip
-        run_script(client, ROTATE_EPOCH, (EPOCH,), (new_epoch(),))
+        run_script(client, ROTATE_EPOCH, (self.keys.epoch,), (new_epoch(),))
         sink.history_broken()
-        self.start_at(state)
+        if self.published == published:
+            self.published = None
+        if state.last < self.position:
+            self.start_at(state)
+            return
+        before = client.xrevrange(self.keys.stream, format_id(self.position), "-", count=1)
+        self.position = parse_id(before[0][0]) if before else (0, 0)
+        self._seen = None  # exact again at the stream's end
 
     def _count_trimmed(self, state: StreamState) -> None:
         """Count and log the entries after the position that the stream

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Protocol
 from urllib.parse import unquote
 
@@ -60,8 +60,11 @@ class Sink(Protocol):
     def sweep(self) -> None:
         """Remove the members whose connection has ended."""
 
-    def resync_presence(self, rooms: Iterable[str]) -> None:
-        """Write this process's presence again, for its rooms and ``rooms``."""
+    def resync_presence(
+        self, rooms: Iterable[str], within: Callable[[str], bool] | None = None
+    ) -> None:
+        """Write this process's presence again, for its rooms and ``rooms``
+        (of those, only the rooms ``within`` accepts)."""
 
     def write_presence(self, rooms: Iterable[str]) -> None:
         """Write this process's presence in ``rooms``."""
@@ -225,10 +228,13 @@ def _location_secret(location: str) -> tuple[str, str | None]:
             return f"{user}:***@{host}", password
         return f"***@{host}", userinfo
     authority, slash, path = location.partition("/")
-    if not authority.startswith("["):
-        host, colon, port = authority.partition(":")
-        if colon and not port.isdigit():
-            return f"{host}:***{slash}{path}", port
+    hosts = authority.split(",")  # redis+sentinel:// and redis+cluster:// list several
+    for index, host_port in enumerate(hosts):
+        if not host_port.startswith("["):
+            host, colon, port = host_port.partition(":")
+            if colon and not port.isdigit():
+                hosts[index] = f"{host}:***"
+                return ",".join(hosts) + slash + path, port
     return location, None
 
 

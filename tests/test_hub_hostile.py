@@ -24,7 +24,7 @@ import redis as redis_py
 from flask import Flask
 
 import flask_sockets_channels as sockets
-from flask_sockets_channels import redis_stream, redis_transport
+from flask_sockets_channels import redis_stream, redis_timing
 from flask_sockets_channels.modes import to_frame
 from flask_sockets_channels.redis_scripts import PREFIX, STREAM, STREAM_BYTES_KEY
 from tests.conftest import (
@@ -274,7 +274,7 @@ def test_a_killed_process_presence_is_removed_from_redis_by_the_live_ones(
         assert admin.sismember(f"{PREFIX}rooms:{victim_id}", name)
         os.kill(pid, signal.SIGKILL)  # no leave, no clean-up
         killed = time.monotonic()
-        bound = redis_transport.PROCESS_TTL + redis_transport.HEARTBEAT_PERIOD
+        bound = redis_timing.PROCESS_TTL + redis_timing.HEARTBEAT_PERIOD
         took = wait_for(
             lambda: victim_id.encode() not in admin.hgetall(key), wait_time(bound + 5), "removed"
         )
@@ -307,19 +307,19 @@ def test_a_process_stopped_past_the_presence_expiry_writes_its_presence_again(
         (sleeper_id,) = [k for k, v in fields.items() if v == ["sleeps"]]
         os.kill(pid, signal.SIGSTOP)
         try:
-            bound = redis_transport.PROCESS_TTL + redis_transport.HEARTBEAT_PERIOD
+            bound = redis_timing.PROCESS_TTL + redis_timing.HEARTBEAT_PERIOD
             wait_for(
                 lambda: sleeper_id.encode() not in admin.hgetall(key),
                 wait_time(bound + 5),
                 "removed while stopped",
             )
             # Its liveness key, renewed as a presence write of its own would.
-            admin.set(f"{PREFIX}process:{sleeper_id}", 1, ex=redis_transport.PROCESS_TTL)
+            admin.set(f"{PREFIX}process:{sleeper_id}", 1, ex=redis_timing.PROCESS_TTL)
         finally:
             os.kill(pid, signal.SIGCONT)
         wait_for(
             lambda: sleeper_id.encode() in admin.hgetall(key),
-            wait_time(redis_transport.HEARTBEAT_PERIOD + 2),
+            wait_time(redis_timing.HEARTBEAT_PERIOD + 2),
             "written again",
         )
         assert json.loads(admin.hget(key, sleeper_id) or b"null") == ["sleeps"]
@@ -362,7 +362,7 @@ def test_wait_ready_of_a_hub_that_only_publishes_is_false_in_time_when_redis_doe
     with hub_at(redis.url) as hub, stopped(redis):
         with_timeout, without = wait_ready_timings(hub)
     assert 0.9 <= with_timeout < 1.0 + wait_time(0.5)
-    bound = redis_transport.CONNECT_TIMEOUT + redis_transport.COMMAND_TIMEOUT
+    bound = redis_timing.CONNECT_TIMEOUT + redis_timing.COMMAND_TIMEOUT
     assert without < bound + wait_time(0.5)
 
 
@@ -395,7 +395,7 @@ def test_rooms_members_and_stats_do_not_wait_for_a_redis_that_does_not_answer(
             # The reader writes what the sweep found, soon (its heartbeat).
             wait_for(
                 lambda: not any(admin.exists(f"{PREFIX}presence:{n}") for n in names),
-                wait_time(redis_transport.HEARTBEAT_PERIOD + 2),
+                wait_time(redis_timing.HEARTBEAT_PERIOD + 2),
                 "presence removed by the reader",
             )
     finally:

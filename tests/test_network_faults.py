@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flask_sockets_channels.redis_transport import READ_TIMEOUT
+from flask_sockets_channels.redis_timing import READ_TIMEOUT
 from tests.conftest import SERVERS, RedisServer, Server, free_port, wait_time
 from tests.netns import VethPeer, veth_peer
 from tests.test_hub_redis import (
