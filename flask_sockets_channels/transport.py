@@ -197,7 +197,7 @@ class InProcessTransport:
 # -- URLs without passwords --------------------------------------------------
 
 _PASSWORD_PARAM = re.compile(
-    r"(?P<name>[?&;](?:password|passwd|pass|pwd|secret|token|auth)=)(?P<value>[^&;#]*)",
+    r"(?P<name>[?&;](?:\w+_)?(?:password|passwd|pass|pwd|secret|token|auth)=)(?P<value>[^&;#]*)",
     re.IGNORECASE,
 )
 

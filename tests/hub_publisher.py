@@ -1,9 +1,16 @@
 """A publisher in a process of its own, for the hub tests: no Flask app.
 
-``python -m tests.hub_publisher URL ROOM COUNT PACE HISTORY`` publishes
-``n-0`` ... ``n-<COUNT-1>`` to ``ROOM``, PACE seconds apart, and prints
-how many it has published after every 100 (and ``done`` at the end), so
-that a test can act at known points of the run.
+``python -m tests.hub_publisher URL ROOMS COUNT PACE HISTORY [--retry]``
+publishes ``n-0`` ... ``n-<COUNT-1>``, PACE seconds apart, message ``n-i``
+to the ``i % len(ROOMS)``-th of the comma-separated ROOMS, and prints how
+many it has published after every 100 (and ``done`` at the end), so that
+a test can act at known points of the run.
+
+With ``--retry``, a publish that raised ``HubUnavailable`` with
+``maybe_delivered`` False (nothing was sent) is tried again every 50 ms for
+up to 60 s, and the time until one went through is printed as
+``outage <seconds>``; one that may have been delivered is not sent again
+(it could arrive twice) but printed as ``maybe <number>``.
 """
 
 from __future__ import annotations
@@ -13,12 +20,37 @@ import time
 
 import flask_sockets_channels as sockets
 
+RETRY_FOR = 60.0
 
-def main(url: str, room: str, count: int, pace: float, history: int) -> None:
+
+def publish_until_sent(hub: sockets.Hub, room: str, text: str, number: int) -> None:
+    failed_at = None
+    while True:
+        try:
+            hub.publish(room, text)
+        except sockets.HubUnavailable as exc:
+            if exc.maybe_delivered:
+                print(f"maybe {number}", flush=True)
+                return
+            failed_at = failed_at or time.monotonic()
+            if time.monotonic() - failed_at > RETRY_FOR:
+                raise
+            time.sleep(0.05)
+            continue
+        if failed_at is not None:
+            print(f"outage {time.monotonic() - failed_at:.3f}", flush=True)
+        return
+
+
+def main(url: str, rooms: list[str], count: int, pace: float, history: int, retry: bool) -> None:
     hub = sockets.Hub.from_url(url, history=history)
     started = time.monotonic()
     for number in range(count):
-        hub.publish(room, f"n-{number}")
+        room, text = rooms[number % len(rooms)], f"n-{number}"
+        if retry:
+            publish_until_sent(hub, room, text, number)
+        else:
+            hub.publish(room, text)
         if (number + 1) % 100 == 0:
             print(number + 1, flush=True)
         # Paced against the start, so that a slow publish does not slow the run.
@@ -30,4 +62,11 @@ def main(url: str, room: str, count: int, pace: float, history: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
+    main(
+        sys.argv[1],
+        sys.argv[2].split(","),
+        int(sys.argv[3]),
+        float(sys.argv[4]),
+        int(sys.argv[5]),
+        "--retry" in sys.argv[6:],
+    )

@@ -655,11 +655,12 @@ class Publisher:
         pace: float,
         history: int = 0,
         prefix: tuple[str, ...] = (),
+        retry: bool = False,
     ) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.process = subprocess.Popen(
             [*prefix, sys.executable, "-m", "tests.hub_publisher", url, room, str(count),
-             str(pace), str(history)],
+             str(pace), str(history), *(["--retry"] if retry else [])],
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
@@ -668,6 +669,8 @@ class Publisher:
         )  # fmt: skip
         self.published = 0
         self.done = False
+        self.outages: list[float] = []  # with retry: how long each publish was refused
+        self.maybe: list[int] = []  # with retry: numbers that may have been delivered
         self._lines: queue.Queue[str] = queue.Queue()
         self._reader = threading.Thread(target=self._read, name="test publisher output")
         self._reader.start()
@@ -687,6 +690,10 @@ class Publisher:
             assert line, f"the publisher ended early: {self.process.wait(T)}"
             if line == "done":
                 self.done = True
+            elif line.startswith("outage "):
+                self.outages.append(float(line.split()[1]))
+            elif line.startswith("maybe "):
+                self.maybe.append(int(line.split()[1]))
             else:
                 self.published = int(line)
         return self.published
@@ -702,10 +709,17 @@ class Publisher:
 
 @contextlib.contextmanager
 def publishing(
-    url: str, room: str, count: int, pace: float, history: int = 0, prefix: tuple[str, ...] = ()
+    url: str,
+    room: str,
+    count: int,
+    pace: float,
+    history: int = 0,
+    prefix: tuple[str, ...] = (),
+    retry: bool = False,
 ) -> Iterator[Publisher]:
-    """A :class:`Publisher`, its command after ``prefix`` (``ip netns exec NS``)."""
-    publisher = Publisher(url, room, count, pace, history, prefix)
+    """A :class:`Publisher` (``room``: one, or several joined by commas),
+    its command after ``prefix`` (``ip netns exec NS``)."""
+    publisher = Publisher(url, room, count, pace, history, prefix, retry)
     try:
         yield publisher
     finally:
