@@ -1,0 +1,148 @@
+"""Self-tests of tests/redis_topologies.py: the Sentinel set and the Redis
+Cluster start, take writes, and fail over when a master is killed (SIGKILL),
+with nothing that had reached a replica lost. Skipped (failed, in CI) when
+redis-server or redis-cli is missing."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from pathlib import Path
+
+import redis as redis_py
+from redis.cluster import RedisCluster
+from redis.sentinel import Sentinel
+
+from tests.conftest import wait_time
+from tests.redis_topologies import SERVICE, RedisClusterSet, redis_cluster, sentinel_set
+
+T = wait_time(5)
+
+
+def keys(count: int) -> dict[str, str]:
+    """``count`` keys (spread over the slots by their hash) and values."""
+    prefix = uuid.uuid4().hex[:8]
+    return {f"{prefix}-{n}": f"value-{n}" for n in range(count)}
+
+
+def replica_has_everything(master_port: int, replica_port: int) -> bool:
+    """Whether the replica's link is up and it has every byte the master
+    has written."""
+    with (
+        contextlib.closing(redis_py.Redis(port=master_port, socket_timeout=2)) as master,
+        contextlib.closing(redis_py.Redis(port=replica_port, socket_timeout=2)) as replica,
+    ):
+        offset = master.info("replication")["master_repl_offset"]
+        got = replica.info("replication")
+        return bool(got.get("master_link_status") == "up" and got["slave_repl_offset"] >= offset)
+
+
+def wait_until_replicated(cluster: RedisClusterSet, masters: list[int]) -> None:
+    """Until each master's replica has everything the master has."""
+    deadline = time.monotonic() + T
+    pending = set(masters)
+    while pending:
+        pending = {m for m in pending if not replica_has_everything(m, cluster.replica_of(m))}
+        if pending and time.monotonic() > deadline:
+            raise AssertionError(f"replicas of {sorted(pending)} not caught up in {T:.0f} s")
+        if pending:
+            time.sleep(0.02)  # replication offsets have no event: polled
+
+
+def test_sentinel_failover_keeps_a_replicated_key(tmp_path: Path) -> None:
+    """A key written through the sentinels and acknowledged by the replica
+    (WAIT) is read from the replica the sentinels promote once the master
+    is killed; the failover takes well under 15 s."""
+    with sentinel_set(tmp_path) as redis:
+        assert redis.url == (
+            "redis+sentinel://"
+            + ",".join(f"127.0.0.1:{port}" for port in redis.sentinel_ports)
+            + f"/{SERVICE}/0"
+        )
+        addresses = [("127.0.0.1", port) for port in redis.sentinel_ports]
+        sentinel = Sentinel(addresses, socket_timeout=2, socket_connect_timeout=1)
+        master = sentinel.master_for(SERVICE, socket_timeout=2, socket_connect_timeout=1)
+        try:
+            with master.pipeline(transaction=False) as pipe:  # one connection: WAIT sees the SET
+                pipe.set("fsc-key", "kept")
+                pipe.execute_command("WAIT", 1, 1000)
+                _, acknowledged = pipe.execute()
+            assert acknowledged == 1, "the replica did not acknowledge the write"
+        finally:
+            master.close()
+            for client in sentinel.sentinels:
+                client.close()
+        old = redis.master_port()
+        replica = redis.replica_port()
+        assert redis.kill_master() == old
+        took = redis.wait_for_failover(old, wait_time(15))
+        assert took < wait_time(15)
+        assert redis.master_port() == replica
+        with contextlib.closing(redis_py.Redis(port=replica, socket_timeout=2)) as promoted:
+            assert promoted.execute_command("ROLE")[0] == b"master"
+            assert promoted.get("fsc-key") == b"kept"
+        # A fresh client finds the new master through the sentinels.
+        sentinel = Sentinel(addresses, socket_timeout=2, socket_connect_timeout=1)
+        master = sentinel.master_for(SERVICE, socket_timeout=2, socket_connect_timeout=1)
+        try:
+            assert master.get("fsc-key") == b"kept"
+        finally:
+            master.close()
+            for client in sentinel.sentinels:
+                client.close()
+
+
+def test_cluster_spreads_keys_over_the_masters(tmp_path: Path) -> None:
+    """100 keys set and read through RedisCluster; every master holds some."""
+    with redis_cluster(tmp_path) as cluster:
+        masters = cluster.master_ports()
+        assert len(masters) == 3
+        assert cluster.url == "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in masters)
+        assert {cluster.replica_of(m) for m in masters} == set(cluster.ports) - set(masters)
+        written = keys(100)
+        client = RedisCluster(host="127.0.0.1", port=masters[0], socket_timeout=2)
+        try:
+            for key, value in written.items():
+                assert client.set(key, value)
+            assert {k: client.get(k) for k in written} == {
+                k: v.encode() for k, v in written.items()
+            }
+        finally:
+            client.close()
+        held = []
+        for port in masters:
+            with contextlib.closing(redis_py.Redis(port=port, socket_timeout=2)) as node:
+                held.append(int(node.dbsize()))
+        assert all(count > 0 for count in held), held
+        assert sum(held) == len(written)
+
+
+def test_cluster_failover_keeps_every_key(tmp_path: Path) -> None:
+    """A master killed once its replica has its keys: its replica takes over
+    its slots, and a fresh client reads every key again."""
+    with redis_cluster(tmp_path) as cluster:
+        masters = cluster.master_ports()
+        written = keys(100)
+        client = RedisCluster(host="127.0.0.1", port=masters[0], socket_timeout=2)
+        try:
+            for key, value in written.items():
+                client.set(key, value)
+        finally:
+            client.close()
+        wait_until_replicated(cluster, masters)
+        victim = masters[1]
+        heir = cluster.replica_of(victim)
+        cluster.kill(victim)
+        took = cluster.wait_for_failover(victim, wait_time(15))
+        assert took < wait_time(15)
+        now = cluster.master_ports()
+        assert victim not in now and heir in now
+        survivor = next(port for port in now if port != heir)
+        client = RedisCluster(host="127.0.0.1", port=survivor, socket_timeout=2)
+        try:
+            assert {k: client.get(k) for k in written} == {
+                k: v.encode() for k, v in written.items()
+            }
+        finally:
+            client.close()
