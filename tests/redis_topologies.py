@@ -112,7 +112,8 @@ class SentinelSet(_Processes):
     def start(self) -> None:
         master, replica = free_port(), free_port()
         self.data_ports = [master, replica]
-        persistence = ("--save", "", "--appendonly", "no")
+        # No 5 s wait before a replica's first sync (Redis 7's default).
+        persistence = ("--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0")
         self.spawn(master, *persistence)
         with contextlib.closing(_admin(master)) as client:
             client.execute_command(
@@ -180,7 +181,19 @@ class SentinelSet(_Processes):
             if port == old_master:
                 return False
             with contextlib.closing(_admin(port)) as client:
-                return bool(client.execute_command("ROLE")[0] == b"master")
+                if client.execute_command("ROLE")[0] != b"master":
+                    return False
+            # What redis-py's Sentinel reads (SENTINEL MASTERS) can still show
+            # the old master, failing over, for a moment after the winner
+            # names the new one.
+            for sentinel_port in self.sentinel_ports:
+                with contextlib.closing(_admin(sentinel_port)) as sentinel:
+                    state = sentinel.execute_command("SENTINEL", "MASTER", SERVICE)
+                    fields = dict(zip(state[::2], state[1::2]))
+                    flags = fields[b"flags"].decode().split(",")
+                    if int(fields[b"port"]) != port or set(flags) - {"master"}:
+                        return False
+            return True
 
         return _poll(promoted, timeout, "the sentinels promoted the replica")
 
@@ -202,7 +215,7 @@ class RedisClusterSet(_Processes):
         for port in self.ports:
             self.spawn(port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                        "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--save", "",
-                       "--appendonly", "no")  # fmt: skip
+                       "--appendonly", "no", "--repl-diskless-sync-delay", "0")  # fmt: skip
         subprocess.run(
             ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports),
              "--cluster-replicas", str(self.replicas), "--cluster-yes"],

@@ -8,8 +8,9 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import redis as redis_py
 from redis.cluster import RedisCluster
@@ -27,13 +28,34 @@ def keys(count: int) -> dict[str, str]:
     return {f"{prefix}-{n}": f"value-{n}" for n in range(count)}
 
 
+@contextlib.contextmanager
+def node(port: int) -> Iterator[Any]:
+    """A redis-py client of the server on ``port`` (typed ``Any``: redis-py
+    types its replies as maybe awaitable)."""
+    with contextlib.closing(redis_py.Redis(port=port, socket_timeout=2)) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def sentinel_master(sentinel_ports: list[int]) -> Iterator[Any]:
+    """A redis-py client of the ``fsc`` master, found through the
+    sentinels; it and the sentinels' clients closed on leaving."""
+    make: Any = Sentinel  # untyped in redis-py
+    addresses = [("127.0.0.1", port) for port in sentinel_ports]
+    sentinel = make(addresses, socket_timeout=2, socket_connect_timeout=1)
+    master = sentinel.master_for(SERVICE, socket_timeout=2, socket_connect_timeout=1)
+    try:
+        yield master
+    finally:
+        master.close()
+        for client in sentinel.sentinels:
+            client.close()
+
+
 def replica_has_everything(master_port: int, replica_port: int) -> bool:
     """Whether the replica's link is up and it has every byte the master
     has written."""
-    with (
-        contextlib.closing(redis_py.Redis(port=master_port, socket_timeout=2)) as master,
-        contextlib.closing(redis_py.Redis(port=replica_port, socket_timeout=2)) as replica,
-    ):
+    with node(master_port) as master, node(replica_port) as replica:
         offset = master.info("replication")["master_repl_offset"]
         got = replica.info("replication")
         return bool(got.get("master_link_status") == "up" and got["slave_repl_offset"] >= offset)
@@ -51,7 +73,7 @@ def sentinels_switched(sentinel_ports: list[int], master_port: int) -> bool:
     the promoted replica in GET-MASTER-ADDR-BY-NAME a little before that,
     while it still lists the old master as down."""
     for port in sentinel_ports:
-        with contextlib.closing(redis_py.Redis(port=port, socket_timeout=2)) as sentinel:
+        with node(port) as sentinel:
             state = sentinel.sentinel_masters().get(SERVICE)
         flags = set(str(state["flags"]).split(",")) if state else set()
         if not state or int(state["port"]) != master_port or "master" not in flags:
@@ -81,19 +103,14 @@ def test_sentinel_failover_keeps_a_replicated_key(tmp_path: Path) -> None:
             + ",".join(f"127.0.0.1:{port}" for port in redis.sentinel_ports)
             + f"/{SERVICE}/0"
         )
-        addresses = [("127.0.0.1", port) for port in redis.sentinel_ports]
-        sentinel = Sentinel(addresses, socket_timeout=2, socket_connect_timeout=1)
-        master = sentinel.master_for(SERVICE, socket_timeout=2, socket_connect_timeout=1)
-        try:
-            with master.pipeline(transaction=False) as pipe:  # one connection: WAIT sees the SET
-                pipe.set("fsc-key", "kept")
-                pipe.execute_command("WAIT", 1, 1000)
-                _, acknowledged = pipe.execute()
-            assert acknowledged == 1, "the replica did not acknowledge the write"
-        finally:
-            master.close()
-            for client in sentinel.sentinels:
-                client.close()
+        with (
+            sentinel_master(redis.sentinel_ports) as master,
+            master.pipeline(transaction=False) as pipe,  # one connection: WAIT sees the SET
+        ):
+            pipe.set("fsc-key", "kept")
+            pipe.execute_command("WAIT", 1, 1000)
+            _, acknowledged = pipe.execute()
+        assert acknowledged == 1, "the replica did not acknowledge the write"
         old = redis.master_port()
         replica = redis.replica_port()
         assert redis.kill_master() == old
@@ -102,18 +119,11 @@ def test_sentinel_failover_keeps_a_replicated_key(tmp_path: Path) -> None:
                          "every sentinel switched to the promoted replica")  # fmt: skip
         assert took < wait_time(15)
         assert redis.master_port() == replica
-        with contextlib.closing(redis_py.Redis(port=replica, socket_timeout=2)) as promoted:
+        with node(replica) as promoted:
             assert promoted.execute_command("ROLE")[0] == b"master"
             assert promoted.get("fsc-key") == b"kept"
-        # A fresh client finds the new master through the sentinels.
-        sentinel = Sentinel(addresses, socket_timeout=2, socket_connect_timeout=1)
-        master = sentinel.master_for(SERVICE, socket_timeout=2, socket_connect_timeout=1)
-        try:
+        with sentinel_master(redis.sentinel_ports) as master:  # found afresh
             assert master.get("fsc-key") == b"kept"
-        finally:
-            master.close()
-            for client in sentinel.sentinels:
-                client.close()
 
 
 def test_cluster_spreads_keys_over_the_masters(tmp_path: Path) -> None:
@@ -135,8 +145,8 @@ def test_cluster_spreads_keys_over_the_masters(tmp_path: Path) -> None:
             client.close()
         held = []
         for port in masters:
-            with contextlib.closing(redis_py.Redis(port=port, socket_timeout=2)) as node:
-                held.append(int(node.dbsize()))
+            with node(port) as master:
+                held.append(int(master.dbsize()))
         assert all(count > 0 for count in held), held
         assert sum(held) == len(written)
 
