@@ -121,8 +121,11 @@ class Hub:
         max_resume: int = MAX_RESUME,
     ) -> Hub:
         """A hub for ``url``: ``None`` or ``"memory://"`` for in-process,
-        ``redis://``, ``rediss://`` or ``unix://`` for Redis (needs the
-        ``redis`` extra: ``pip install flask-sockets-channels[redis]``).
+        ``redis://``, ``rediss://`` or ``unix://`` for one Redis,
+        ``redis+sentinel://host:port[,...]/service[/db]`` for the master
+        Redis Sentinel names, ``redis+cluster://host:port[,...]`` for a
+        Redis Cluster (all need the ``redis`` extra:
+        ``pip install flask-sockets-channels[redis]``).
         Connects on first use, not now. ``history``, ``max_message_size``
         and ``max_resume`` as for :class:`Hub`.
 
