@@ -42,6 +42,7 @@ __all__ = [
 T = TypeVar("T")
 
 # Untyped in redis-py: called through Any.
+_SENTINEL: Any = redis.sentinel.Sentinel
 _SENTINEL_POOL: Any = redis.sentinel.SentinelConnectionPool
 _CLUSTER_NODE: Any = redis.cluster.ClusterNode
 
@@ -108,7 +109,7 @@ class SentinelLocation:
     ) -> redis.Redis:
         """A client of the service's master, asking the sentinels where it
         is at each new connection (``single``: one connection)."""
-        sentinels = redis.sentinel.Sentinel(
+        sentinels = _SENTINEL(
             self.addresses,
             sentinel_kwargs={
                 "socket_timeout": connect_timeout,

@@ -218,7 +218,7 @@ class StreamFollower:
         if state.last < self.position:
             self.start_at(state)
             return
-        before = client.xrevrange(self.keys.stream, format_id(self.position), "-", count=1)
+        before: Any = client.xrevrange(self.keys.stream, format_id(self.position), "-", count=1)
         self.position = parse_id(before[0][0]) if before else (0, 0)
         self._seen = None  # exact again at the stream's end
 
