@@ -708,18 +708,11 @@ class Publisher:
 
 
 @contextlib.contextmanager
-def publishing(
-    url: str,
-    room: str,
-    count: int,
-    pace: float,
-    history: int = 0,
-    prefix: tuple[str, ...] = (),
-    retry: bool = False,
-) -> Iterator[Publisher]:
-    """A :class:`Publisher` (``room``: one, or several joined by commas),
-    its command after ``prefix`` (``ip netns exec NS``)."""
-    publisher = Publisher(url, room, count, pace, history, prefix, retry)
+def publishing(url: str, room: str, count: int, pace: float, **options: Any) -> Iterator[Publisher]:
+    """A started :class:`Publisher` (``room``: one, or several joined by
+    commas; ``options``: ``history``, ``prefix`` (``ip netns exec NS``),
+    ``retry``), stopped on leaving."""
+    publisher = Publisher(url, room, count, pace, **options)
     try:
         yield publisher
     finally:
@@ -821,7 +814,7 @@ def test_members_joining_with_replay_while_another_process_publishes_miss_nothin
     with (
         contextlib.ExitStack() as stack,
         hub_app_server(tmp_path, "replay", redis.url, "-w", "2", history=history) as server,
-        publishing(redis.url, name, count, 0.003, history) as publisher,
+        publishing(redis.url, name, count, 0.003, history=history) as publisher,
     ):
         for mark in (100, 250, 400, 550, 700, 850):
             published_before = publisher.wait_for(mark)
