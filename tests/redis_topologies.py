@@ -116,9 +116,7 @@ class SentinelSet(_Processes):
         persistence = ("--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0")
         self.spawn(master, *persistence)
         with contextlib.closing(_admin(master)) as client:
-            client.execute_command(
-                "ACL", "SETUSER", REPLICATOR, "on", ">" + REPLICATOR, "+@all", "~*"
-            )
+            _add_replicator(client)
         self.spawn(replica, *persistence, "--replicaof", "127.0.0.1", str(master),
                    "--masteruser", REPLICATOR, "--masterauth", REPLICATOR)  # fmt: skip
         _poll(lambda: self._link_up(replica), wait_time(10), "the replica's link is up")
@@ -160,12 +158,9 @@ class SentinelSet(_Processes):
         return next(port for port in self.data_ports if port != master)
 
     def cut_replication(self) -> None:
-        """Disconnect the replica from the master and keep it out (its user
-        turned off): what the master writes from now on, it never gets."""
-        with contextlib.closing(_admin(self.master_port())) as client:
-            client.execute_command("ACL", "SETUSER", REPLICATOR, "off")
-            client.execute_command("CLIENT", "KILL", "USER", REPLICATOR)
-        _poll(lambda: not self._link_up(self.replica_port()), wait_time(10), "the link is cut")
+        """Disconnect the replica from the master and keep it out: what the
+        master writes from now on, it never gets."""
+        _cut_replication(self.master_port(), self.replica_port())
 
     def kill_master(self) -> int:
         """SIGKILL the master; its port."""
@@ -189,9 +184,10 @@ class SentinelSet(_Processes):
             for sentinel_port in self.sentinel_ports:
                 with contextlib.closing(_admin(sentinel_port)) as sentinel:
                     state = sentinel.execute_command("SENTINEL", "MASTER", SERVICE)
-                    fields = dict(zip(state[::2], state[1::2]))
-                    flags = fields[b"flags"].decode().split(",")
-                    if int(fields[b"port"]) != port or set(flags) - {"master"}:
+                    if not isinstance(state, dict):  # a flat list before redis-py 8
+                        state = dict(zip(state[::2], state[1::2]))
+                    flags = set(state[b"flags"].decode().split(","))
+                    if int(state[b"port"]) != port or flags - {"master"}:
                         return False
             return True
 
@@ -215,7 +211,10 @@ class RedisClusterSet(_Processes):
         for port in self.ports:
             self.spawn(port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                        "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--save", "",
-                       "--appendonly", "no", "--repl-diskless-sync-delay", "0")  # fmt: skip
+                       "--appendonly", "no", "--repl-diskless-sync-delay", "0",
+                       "--masteruser", REPLICATOR, "--masterauth", REPLICATOR)  # fmt: skip
+            with contextlib.closing(_admin(port)) as client:  # any node may become a master
+                _add_replicator(client)
         subprocess.run(
             ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports),
              "--cluster-replicas", str(self.replicas), "--cluster-yes"],
@@ -267,6 +266,11 @@ class RedisClusterSet(_Processes):
         master = next(n for n in nodes if n["port"] == master_port)
         return int(next(n["port"] for n in nodes if n["master"] == master["id"]))
 
+    def cut_replication(self, master_port: int) -> None:
+        """Disconnect the master's replica and keep it out: what the master
+        writes from now on, it never gets."""
+        _cut_replication(master_port, self.replica_of(master_port))
+
     def wait_for_failover(self, old_master: int, timeout: float) -> float:
         """Until another node serves the killed master's slots and every live
         node says the cluster is ok."""
@@ -285,6 +289,24 @@ class RedisClusterSet(_Processes):
             Path(f"/proc/{self.processes[port].pid}/stat").read_text().rsplit(")", 1)[1].split()
         )
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _add_replicator(client: Any) -> None:
+    """The user replicas replicate as (see :func:`_cut_replication`)."""
+    client.execute_command("ACL", "SETUSER", REPLICATOR, "on", ">" + REPLICATOR, "+@all", "~*")
+
+
+def _cut_replication(master: int, replica: int) -> None:
+    """Turn the replicas' user off on ``master`` and disconnect them."""
+    with contextlib.closing(_admin(master)) as client:
+        client.execute_command("ACL", "SETUSER", REPLICATOR, "off")
+        client.execute_command("CLIENT", "KILL", "USER", REPLICATOR)
+
+    def link_down() -> bool:
+        with contextlib.closing(_admin(replica)) as client:
+            return bool(client.info("replication").get("master_link_status") != "up")
+
+    _poll(link_down, wait_time(10), "the replication link is cut")
 
 
 def _cluster_port() -> int:

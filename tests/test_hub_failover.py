@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import redis as redis_py
@@ -91,59 +91,83 @@ def test_sentinel_failover_loses_nothing_and_publishing_resumes(tmp_path: Path) 
     assert publisher.outages[0] < wait_time(20)
 
 
+class LaggingFailover:
+    """What the members of ``room`` see when a failover loses messages:
+    ``cut`` stops replication, 20 messages are published and read, then
+    ``fail_over`` kills the master and waits for the sentinels or the
+    cluster to promote the replica, which never had them."""
+
+    def __init__(
+        self,
+        url: str,
+        room: str,
+        replica_ready: Callable[[], bool],
+        cut: Callable[[], None],
+        fail_over: Callable[[], None],
+    ) -> None:
+        with hub_at(url, history=100) as hub, hub_at(url, history=100) as outside:
+            first = sender_channel()
+            with hub.join(room, first, envelope=True):
+                frames(first, 1)  # the join notice
+                for number in range(10):
+                    outside.publish(room, number)
+                self.seen = frames(first, 10)
+                wait_for(replica_ready, T, "the replica caught up")
+                cut()
+                for number in range(10, 30):
+                    outside.publish(room, number)
+                self.seen += frames(first, 20)
+                fail_over()
+                deadline = time.monotonic() + wait_time(30)
+                while True:  # until the new master takes it
+                    try:
+                        outside.publish(room, 30)
+                        break
+                    except sockets.HubUnavailable as exc:
+                        assert not exc.maybe_delivered
+                        assert time.monotonic() < deadline, "publishing never resumed"
+                        time.sleep(0.05)
+                self.seen += frames(first, 1)
+                outside.publish(room, 31)
+                self.seen += frames(first, 1)
+            back = sender_channel()
+            with hub.join(room, back, since=self.seen[20]["position"], envelope=True) as member:
+                self.notice = frames(back, 1)[0]
+                outside.publish(room, "live")
+                self.live = frames(back, 1)
+            self.member = member
+
+    def check(self, caplog: pytest.LogCaptureFixture) -> None:
+        """Nothing twice, the resume told, the loss logged."""
+        assert data_of(self.seen) == list(range(32))  # once each, in order
+        assert self.member.recovered is False
+        assert self.notice["reason"] in ("epoch changed", "unknown position")
+        assert data_of(self.live) == ["live"]
+        lost = [r for r in caplog.records if "no longer has" in r.getMessage() or
+                "went back from" in r.getMessage()]  # fmt: skip
+        assert lost and all(r.levelno == logging.WARNING for r in lost)
+        assert "lagging replica" in lost[0].getMessage()
+
+
 def test_sentinel_failover_to_a_lagging_replica_changes_the_epoch(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The replica is cut off while 20 messages are published and read,
-    then the master is killed: the promoted replica never had them.
-    Nothing arrives twice; the reader says what happened; a member resuming
-    from one of the lost positions is told the epoch changed."""
-    room = new_room()
-    with (
-        sentinel_set(tmp_path / "redis") as redis,
-        hub_at(redis.url, history=100) as hub,
-        hub_at(redis.url, history=100) as outside,
-    ):
-        first = sender_channel()
-        with hub.join(room, first, envelope=True):
-            frames(first, 1)  # the join notice
-            for number in range(10):
-                outside.publish(room, number)
-            seen = frames(first, 10)
-            master = redis.master_port()
-            replica = redis.replica_port()
-            wait_for(lambda: replica_caught_up(master, replica), T, "the replica caught up")
-            redis.cut_replication()
-            for number in range(10, 30):
-                outside.publish(room, number)
-            seen += frames(first, 20)
+    """Nothing arrives twice; the reader says what happened; a member
+    resuming from one of the lost positions is told the epoch changed."""
+    with sentinel_set(tmp_path / "redis") as redis:
+        master, replica = redis.master_port(), redis.replica_port()
+
+        def fail_over() -> None:
             redis.kill_master()
             redis.wait_for_failover(master, wait_time(30))
-            deadline = time.monotonic() + wait_time(30)
-            while True:  # until the new master takes it
-                try:
-                    outside.publish(room, 30)
-                    break
-                except sockets.HubUnavailable as exc:
-                    assert not exc.maybe_delivered
-                    assert time.monotonic() < deadline, "publishing never resumed"
-                    time.sleep(0.05)
-            seen += frames(first, 1)
-            outside.publish(room, 31)
-            seen += frames(first, 1)
-        assert data_of(seen) == list(range(32))  # once each, in order
-        back = sender_channel()
-        with hub.join(room, back, since=seen[20]["position"], envelope=True) as member:
-            notice = frames(back, 1)[0]
-            outside.publish(room, "live")
-            (live,) = frames(back, 1)
-    assert member.recovered is False
-    assert notice["reason"] in ("epoch changed", "unknown position")
-    assert data_of([live]) == ["live"]
-    lost = [r for r in caplog.records if "no longer has" in r.getMessage() or
-            "went back from" in r.getMessage()]  # fmt: skip
-    assert lost and all(r.levelno == logging.WARNING for r in lost)
-    assert "lagging replica" in lost[0].getMessage()
+
+        LaggingFailover(
+            redis.url,
+            new_room(),
+            lambda: replica_caught_up(master, replica),
+            redis.cut_replication,
+            fail_over,
+        ).check(caplog)
 
 
 # -- Cluster -------------------------------------------------------------------
@@ -231,6 +255,33 @@ def test_cluster_delivers_history_and_presence_across_two_workers_through_a_mast
             assert replayed == [f"n-{n}" for n in range(count) if n % 3 == index][-50:]
             assert presence_of(server, room) == [f"in-{index}"]
     assert publisher.maybe == []
+
+
+def test_cluster_failover_to_a_lagging_replica_changes_the_epoch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same on a cluster, with the master of the room's partition."""
+    room = new_room()
+    with redis_cluster(tmp_path / "redis", masters=3, replicas=1) as cluster:
+        with hub_at(cluster.url) as hub:
+            hub.publish("warm-up", "x")  # the first use picks the partitions
+        admin = redis_py.RedisCluster(host="127.0.0.1", port=cluster.master_ports()[0])
+        with contextlib.closing(admin):
+            tags = json.loads(admin.get(PARTITIONS_KEY))
+            master = admin.get_node_from_key(tags[partition_of(room, len(tags))]).port
+        replica = cluster.replica_of(master)
+
+        def fail_over() -> None:
+            cluster.kill(master)
+            cluster.wait_for_failover(master, wait_time(30))
+
+        LaggingFailover(
+            cluster.url,
+            room,
+            lambda: replica_caught_up(master, replica),
+            lambda: cluster.cut_replication(master),
+            fail_over,
+        ).check(caplog)
 
 
 def test_a_cluster_hub_made_while_the_cluster_is_down_refuses_publishing_without_sending(
