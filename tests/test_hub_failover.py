@@ -20,7 +20,7 @@ import redis as redis_py
 import flask_sockets_channels as sockets
 from flask_sockets_channels.redis_partitions import PARTITIONS_KEY, partition_of
 from tests.conftest import wait_time
-from tests.redis_topologies import redis_cluster, sentinel_set
+from tests.redis_topologies import RedisClusterSet, redis_cluster, sentinel_set
 from tests.test_hub_redis import (
     Collector,
     drain,
@@ -182,15 +182,20 @@ def rooms_on_every_partition(partitions: int) -> list[str]:
     return [found[index] for index in range(partitions)]
 
 
+def partition_masters(cluster: RedisClusterSet) -> list[int]:
+    """The port of each partition's master, once a hub has picked them."""
+    with hub_at(cluster.url) as hub:
+        hub.publish("warm-up", "x")  # the first use picks the partitions
+    admin = redis_py.RedisCluster(host="127.0.0.1", port=cluster.master_ports()[0])
+    with contextlib.closing(admin):
+        tags = json.loads(admin.get(PARTITIONS_KEY))
+        return [int(admin.get_node_from_key(tag).port) for tag in tags]
+
+
 def test_cluster_rooms_spread_evenly_over_the_masters(tmp_path: Path) -> None:
     with redis_cluster(tmp_path / "redis", masters=3, replicas=0) as cluster:
-        with hub_at(cluster.url) as hub:
-            hub.publish("warm-up", "x")  # the first use picks the partitions
-        admin = redis_py.RedisCluster(host="127.0.0.1", port=cluster.master_ports()[0])
-        with contextlib.closing(admin):
-            tags = json.loads(admin.get(PARTITIONS_KEY))
-            masters = {admin.get_node_from_key(tag).name for tag in tags}
-    assert len(tags) == 3 and len(masters) == 3  # one partition on each master
+        masters = partition_masters(cluster)
+    assert len(masters) == 3 and len(set(masters)) == 3  # one partition on each master
     rooms = [f"room-{number}" for number in range(300)]
     per_partition = [0, 0, 0]
     for room in rooms:
@@ -263,12 +268,8 @@ def test_cluster_failover_to_a_lagging_replica_changes_the_epoch(
     """The same on a cluster, with the master of the room's partition."""
     room = new_room()
     with redis_cluster(tmp_path / "redis", masters=3, replicas=1) as cluster:
-        with hub_at(cluster.url) as hub:
-            hub.publish("warm-up", "x")  # the first use picks the partitions
-        admin = redis_py.RedisCluster(host="127.0.0.1", port=cluster.master_ports()[0])
-        with contextlib.closing(admin):
-            tags = json.loads(admin.get(PARTITIONS_KEY))
-            master = admin.get_node_from_key(tags[partition_of(room, len(tags))]).port
+        masters = partition_masters(cluster)
+        master = masters[partition_of(room, len(masters))]
         replica = cluster.replica_of(master)
 
         def fail_over() -> None:
