@@ -87,8 +87,8 @@ class RedisTransport:
         """State of one process: a new identity, no thread, no connection."""
         self._origin = uuid.uuid4().hex[:16]
         self._lock = threading.Lock()  # guards _readers, _sink, _finding
-        self._ready = threading.Event()  # the partitions are known
-        self._sink: tuple[Sink] | None = None  # once started
+        self._partitions_known = threading.Event()
+        self._sink: Sink | None = None  # once started
         self._finding: threading.Thread | None = None
         self._stopping = threading.Event()
         self._redis: Secret[Any] = Secret(None)  # made on first use
@@ -96,7 +96,7 @@ class RedisTransport:
             self._readers: list[PartitionReader] = []
         else:
             self._readers = [self._new_reader(Keys())]
-            self._ready.set()
+            self._partitions_known.set()
 
     @property
     def reconnects(self) -> int:
@@ -165,16 +165,16 @@ class RedisTransport:
         Raises:
             HubUnavailable: The cluster cannot be reached.
         """
-        if self._ready.is_set():
+        if self._partitions_known.is_set():
             return self._readers
         try:
             tags = partition_tags(self._client())
         except (*ERRORS, *REFUSED, redis.exceptions.RedisClusterException, ValueError) as exc:
             self._raise(exc)
         with self._lock:
-            if not self._ready.is_set():
+            if not self._partitions_known.is_set():
                 self._readers = [self._new_reader(Keys(tag)) for tag in tags]
-                self._ready.set()
+                self._partitions_known.set()
         return self._readers
 
     def _partition(self, room: str) -> PartitionReader:
@@ -348,7 +348,7 @@ class RedisTransport:
         (after their next read, or at their heartbeat). Never blocks: a
         cluster whose partitions are not known yet has them written once
         they are (every reader writes all its rooms when it connects)."""
-        readers = self._readers if self._ready.is_set() else []
+        readers = self._readers if self._partitions_known.is_set() else []
         if len(readers) == 1:
             readers[0].presence_changed(rooms)
             return
@@ -404,7 +404,7 @@ class RedisTransport:
         then starts the readers.
         """
         with self._lock:
-            self._sink = (sink,)
+            self._sink = sink
             self._stopping.clear()
         try:
             readers = self._partitions()
@@ -454,7 +454,7 @@ class RedisTransport:
             with self._lock:
                 sink = self._sink
             if sink is not None and not stopping.is_set():
-                self._start_readers(readers, sink[0])
+                self._start_readers(readers, sink)
             return
 
     def wait_ready(self, timeout: float | None = None) -> bool:
@@ -467,7 +467,7 @@ class RedisTransport:
         with self._lock:
             started = self._sink is not None
         if started:
-            if not self._ready.wait(timeout):
+            if not self._partitions_known.wait(timeout):
                 return False
             for reader in self._readers:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
