@@ -222,7 +222,7 @@ class RedisClusterSet(_Processes):
             stdout=subprocess.DEVNULL,
             timeout=wait_time(30),
         )  # fmt: skip
-        _poll(self._ready, wait_time(30), "the cluster is ready")
+        _poll(self._formed, wait_time(30), "the cluster is formed")
 
     def _ready(self) -> bool:
         for port in self.live_ports():
@@ -235,12 +235,22 @@ class RedisClusterSet(_Processes):
         masters = self._nodes()
         return len([n for n in masters if "master" in n["flags"] and n["slots"]]) == self.masters
 
+    def _formed(self) -> bool:
+        """Ready, and every node sees every replica: a node learns by gossip
+        that another became a replica, and replica_of() reads one node's view."""
+        return self._ready() and all(self._whole(self._nodes(p)) for p in self.live_ports())
+
+    def _whole(self, nodes: list[dict[str, Any]]) -> bool:
+        masters = {n["id"] for n in nodes if "master" in n["flags"] and n["slots"]}
+        replicas = [n for n in nodes if "slave" in n["flags"] and n["master"] in masters]
+        return len(masters) == self.masters and len(replicas) == self.masters * self.replicas
+
     def live_ports(self) -> list[int]:
         return [port for port, process in self.processes.items() if process.poll() is None]
 
-    def _nodes(self) -> list[dict[str, Any]]:
-        """CLUSTER NODES as a live node sees it."""
-        with contextlib.closing(_admin(self.live_ports()[0])) as client:
+    def _nodes(self, port: int | None = None) -> list[dict[str, Any]]:
+        """CLUSTER NODES as ``port`` (or the first live node) sees it."""
+        with contextlib.closing(_admin(port or self.live_ports()[0])) as client:
             text = client.execute_command("CLUSTER", "NODES").decode()
         nodes = []
         for line in text.splitlines():
