@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -73,26 +72,8 @@ from hold import gone, raise_limits, run_client, why_it_died  # noqa: E402
 from run import Process, children, free_port, http_ok, log  # noqa: E402
 
 SERVERS = ("ours", "websockets")
-#: File descriptors per connection in websockets' sync server: the socket, a
-#: socketpair (``shutdown_watcher``, ``shutdown_notifier``), the reader's epoll.
-WEBSOCKETS_FDS_PER_CONNECTION = 4
 QUICK_CONNECTIONS = 200
 QUICK_ROUNDS = 5
-
-
-def raise_nofile(needed: int) -> str | None:
-    """Raise RLIMIT_NOFILE (soft and, if need be, hard) to ``needed``; what is short."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft >= needed:
-        return None
-    if hard == resource.RLIM_INFINITY or hard >= needed:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-        return None
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))  # needs privilege
-    except (ValueError, OSError):
-        return f"RLIMIT_NOFILE hard limit {hard} < {needed}: ulimit -Hn {needed}"
-    return None
 
 
 def start(server: str, args: argparse.Namespace, logs: Path) -> tuple[Process, int, int]:
@@ -271,16 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
     if args.size < 10:
         parser.error("--size must be at least 10 (the message's number)")
-    problems = raise_limits(args.connections)
-    if "websockets" in servers:
-        needed = WEBSOCKETS_FDS_PER_CONNECTION * args.connections + 1000
-        if problem := raise_nofile(needed):
-            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-            most = (soft - 1000) // WEBSOCKETS_FDS_PER_CONNECTION
-            problems.append(
-                f"{problem} (websockets' sync server: {WEBSOCKETS_FDS_PER_CONNECTION} per"
-                f" connection; --connections {most} fits, or --servers ours)"
-            )
+    problems = raise_limits(args.connections, servers)
     if problems:
         for problem in problems:
             log(f"fanout_many: too low for {args.connections} connections: {problem}")

@@ -23,9 +23,9 @@ and, if the worker died (gunicorn's WORKER TIMEOUT, a crash), when and in
 which phase, with the master's log lines that say why. Exits 1 if ours
 dropped, refused or did not answer a connection, or was not pinged.
 
-Process limits: each connection needs a file descriptor in the worker and
-one in the client, and two threads in the worker (a thread is a PID:
-``kernel.pid_max``). The benchmark raises its own ``RLIMIT_NOFILE`` (the
+Process limits: each connection needs a file descriptor in the worker
+(four in websockets' sync server) and one in the client, and two threads
+in the worker (a thread is a PID: ``kernel.pid_max``). The benchmark raises its own ``RLIMIT_NOFILE`` (the
 children inherit it), says which system limit is too low rather than
 change it, and waits for a stopped server's threads to be reaped before it
 starts the next; docs/deploying.md lists the limits for operators.
@@ -54,18 +54,40 @@ PONG_WAIT = 30.0
 SERVERS = ("ours", "flask-sock", "websockets")
 
 
-def raise_limits(connections: int) -> list[str]:
+def raise_nofile(needed: int) -> str | None:
+    """Raise RLIMIT_NOFILE (soft and, if need be, hard) to ``needed``; what is short."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft >= needed:
+        return None
+    if hard == resource.RLIM_INFINITY or hard >= needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+        return None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))  # needs privilege
+    except (ValueError, OSError):
+        return f"RLIMIT_NOFILE hard limit {hard} < {needed}: ulimit -Hn {needed}"
+    return None
+
+
+#: File descriptors per connection in websockets' sync server: the socket, a
+#: socketpair (``shutdown_watcher``, ``shutdown_notifier``), the reader's epoll.
+WEBSOCKETS_FDS_PER_CONNECTION = 4
+
+
+def raise_limits(connections: int, servers: list[str]) -> list[str]:
     """Raise RLIMIT_NOFILE for this process and its children; report what else is short."""
     problems: list[str] = []
-    needed = connections + 1000  # per process: the server's sockets, or the client's
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
-        except (ValueError, OSError):
-            problems.append(f"RLIMIT_NOFILE hard limit {hard} < {needed}: ulimit -Hn {needed}")
-    else:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, needed), hard))
+    # Per process: the server's sockets, or the client's.
+    per_connection = WEBSOCKETS_FDS_PER_CONNECTION if "websockets" in servers else 1
+    if problem := raise_nofile(per_connection * connections + 1000):
+        if per_connection > 1:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            most = (soft - 1000) // per_connection
+            problem += (
+                f" (websockets' sync server: {per_connection} per connection;"
+                f" --connections {most} fits, or leave it out of --servers)"
+            )
+        problems.append(problem)
     threads = 2 * connections + 1000
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     if pid_max < threads + 1000:
@@ -228,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.connections, args.hold, args.servers, args.ping_period = 200, 5.0, "ours", 2.0
-    problems = raise_limits(args.connections)
+    problems = raise_limits(args.connections, args.servers.split(","))
     if problems:
         for problem in problems:
             log(f"hold: too low for {args.connections} connections: {problem}")
