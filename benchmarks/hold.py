@@ -25,10 +25,11 @@ dropped, refused or did not answer a connection, or was not pinged.
 
 Process limits: each connection needs a file descriptor in the worker
 (four in websockets' sync server) and one in the client, and two threads
-in the worker (a thread is a PID: ``kernel.pid_max``). The benchmark raises its own ``RLIMIT_NOFILE`` (the
-children inherit it), says which system limit is too low rather than
-change it, and waits for a stopped server's threads to be reaped before it
-starts the next; docs/deploying.md lists the limits for operators.
+in the worker (a thread is a PID: ``kernel.pid_max``). The benchmark
+raises its own ``RLIMIT_NOFILE`` (the children inherit it), says which
+system limit is too low rather than change it, and waits for a stopped
+server's threads to be reaped before it starts the next;
+docs/deploying.md lists the limits for operators.
 """
 
 from __future__ import annotations

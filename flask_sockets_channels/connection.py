@@ -35,8 +35,9 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
+from . import parking
 from .assembler import Raw
 from .channels import Channel, build_slot_once
 from .closing import CloseState
@@ -56,7 +57,7 @@ from .options import seconds as to_seconds
 from .reader import Reader, Receiver
 from .reporting import Reports
 from .sender import Sender
-from .wire import HEARTBEAT, CloseFrame, SocketWire
+from .wire import HEARTBEAT, CloseFrame, SocketWire, set_receive_timeout
 
 __all__ = ["Codec", "Connection"]
 
@@ -309,6 +310,9 @@ class Connection:
             self._sock.sendall(handshake_response)
         self._sock.settimeout(None)
         limit_unacknowledged(self._sock, self._pong_wait)
+        idle_timeout = to_seconds(self.options.idle_reader_timeout)
+        if idle_timeout is not None and parking.available():
+            set_receive_timeout(self._sock, idle_timeout)
         self.options.log(LOG_LEVEL_INFO, "%s: opened", self.name)
         now = time.monotonic()
         self._reader.last_alive = now
@@ -474,9 +478,32 @@ class Connection:
         self.options.log(LOG_LEVEL_ERROR, "%s: reader crashed", self.name, exc_info=True)
         self._closing.set_code(CloseCode.ABNORMAL_CLOSURE, "")
 
+    def idle(self) -> bool:
+        """No input for ``idle_reader_timeout``: park the socket, so that
+        the reader thread can end until the next input."""
+        return parking.lot.park(self._sock, self._wake_reader)
+
     def reader_ended(self) -> None:
         """The reader thread ends: so does the connection."""
         self._teardown()
+
+    def _wake_reader(self) -> None:
+        """The parked socket has input, EOF or an error: a new reader thread
+        reads on (in the poller's thread; never blocks)."""
+        thread = threading.Thread(
+            target=self._reader.read_loop, name=f"{self.name} reader", daemon=True
+        )
+        self._thread = thread
+        cast(Done, self.done).follow(thread)
+        try:
+            thread.start()
+        except RuntimeError:  # at the thread limit: end the connection here
+            self.options.log(
+                LOG_LEVEL_ERROR, "%s: no thread to read with; closing (1006)", self.name
+            )
+            self._closing.set_code(CloseCode.ABNORMAL_CLOSURE, "")
+            self.abort()
+            self._reader.read_loop()  # sees the shutdown at once and tears down
 
     # -- what the write path tells (WireEvents) -----------------------------------
 

@@ -71,6 +71,10 @@ class Done(threading.Event):
         self._join()
         return True
 
+    def follow(self, reader: threading.Thread) -> None:
+        """The connection's reader is now ``reader`` (the last one parked)."""
+        self._reader = reader
+
     def _join(self) -> None:
         if self._reader is not threading.current_thread() and self._reader.ident is not None:
             self._reader.join()

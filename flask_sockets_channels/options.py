@@ -99,6 +99,12 @@ class Options:
             per that many seconds, the reader pauses until the rate allows
             the next one (nothing is dropped; TCP pushes back on the client).
             ``None`` means no limit.
+        idle_reader_timeout: After this long without input, the
+            connection's reader thread ends and the process's poller (one
+            thread, epoll) watches the socket, starting a reader again at the
+            next input: an idle connection holds no thread of the library's.
+            ``None`` keeps a reader thread for the connection's life (also
+            where there is no epoll: not Linux).
 
     Only the fields given when an ``Options`` is made override the app's
     ``SOCKETS_*`` config (``dataclasses.replace`` gives them all). The
@@ -125,6 +131,7 @@ class Options:
     max_connections: int | None = None
     max_connections_per_client: int | None = None
     rate_limit: tuple[float, float] | None = None
+    idle_reader_timeout: Duration | None = 2.0
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Options:
         self = super().__new__(cls)
@@ -144,6 +151,11 @@ class Options:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
         set_(self, "write_wait", _seconds("write_wait", self.write_wait, optional=True))
+        set_(
+            self,
+            "idle_reader_timeout",
+            _seconds("idle_reader_timeout", self.idle_reader_timeout, optional=True),
+        )
         set_(self, "close_timeout", _seconds("close_timeout", self.close_timeout, zero=True))
         ping_period = _seconds("ping_period", self.ping_period, optional=True)
         pong_wait = _seconds("pong_wait", self.pong_wait, optional=True)

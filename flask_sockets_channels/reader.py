@@ -70,6 +70,11 @@ class ReadEvents(typing.Protocol):
         """The reader met a bug (logged with its traceback): the connection
         ends abnormally."""
 
+    def idle(self) -> bool:
+        """No input for ``idle_reader_timeout``: True if the connection
+        parked its socket (this reader thread ends; another reads on at the
+        next input), False to read on in this one."""
+
     def reader_ended(self) -> None:
         """The reader ends: the connection's teardown, in its thread."""
 
@@ -141,10 +146,13 @@ class Reader:
 
     def read_loop(self) -> None:
         """The reader thread: parse ``buffered``, then read until EOF or a
-        socket error, then end the connection (``reader_ended``)."""
+        socket error, then end the connection (``reader_ended``). Or, idle,
+        until the connection parks the socket (``idle``): a new thread runs
+        this again at the next input."""
         # Owns: every read of the socket, the engine's parser, and the end of
         # the connection. Ends at EOF or a socket error; every close path ends
         # in one, since the peer closes TCP or the close timer cuts it.
+        parked = False
         try:
             data, self.buffered = self.buffered, b""
             size = RECV_IDLE_SIZE
@@ -156,6 +164,12 @@ class Reader:
                     self._receive(data)
                 try:
                     data = self._sock.recv(size)
+                except BlockingIOError:  # SO_RCVTIMEO: idle_reader_timeout passed
+                    data = b""
+                    if self._events.idle():
+                        parked = True
+                        return
+                    continue
                 except OSError as exc:
                     self._events.lost(exc)
                     return
@@ -168,7 +182,8 @@ class Reader:
         except Exception:  # a bug, never peer input
             self._events.reader_crashed()
         finally:
-            self._events.reader_ended()
+            if not parked:
+                self._events.reader_ended()
 
     def stop(self) -> None:
         """Close ``receiver`` and wake a reader paused on it or on the rate

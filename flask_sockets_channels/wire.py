@@ -29,7 +29,15 @@ if TYPE_CHECKING:
     from .channels import Channel
     from .engine import Protocol
 
-__all__ = ["HEARTBEAT", "CloseFrame", "SocketWire", "WireEvents", "send_all", "send_nowait"]
+__all__ = [
+    "HEARTBEAT",
+    "CloseFrame",
+    "SocketWire",
+    "WireEvents",
+    "send_all",
+    "send_nowait",
+    "set_receive_timeout",
+]
 
 
 class CloseFrame:
@@ -268,6 +276,16 @@ def send_all(
 
 
 def _set_send_timeout(sock: socket.socket, seconds: float) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(seconds))
+
+
+def set_receive_timeout(sock: socket.socket, seconds: float) -> None:
+    """Make a blocking ``recv`` on ``sock`` raise ``BlockingIOError`` after
+    ``seconds`` without input (``SO_RCVTIMEO``; sends are not affected)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
+
+
+def _timeval(seconds: float) -> bytes:
+    """A ``struct timeval``; never zero, which means no timeout."""
     whole = int(seconds)
-    timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6) or (0 if whole else 1))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    return struct.pack("ll", whole, int((seconds - whole) * 1e6) or (0 if whole else 1))
