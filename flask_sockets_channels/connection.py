@@ -481,29 +481,18 @@ class Connection:
     def idle(self) -> bool:
         """No input for ``idle_reader_timeout``: park the socket, so that
         the reader thread can end until the next input."""
-        return parking.lot.park(self._sock, self._wake_reader)
+        return parking.lot.park(self._sock, self._read_on)
 
     def reader_ended(self) -> None:
         """The reader thread ends: so does the connection."""
         self._teardown()
 
-    def _wake_reader(self) -> None:
-        """The parked socket has input, EOF or an error: a new reader thread
-        reads on (in the poller's thread; never blocks)."""
-        thread = threading.Thread(
-            target=self._reader.read_loop, name=f"{self.name} reader", daemon=True
-        )
-        self._thread = thread
-        cast(Done, self.done).follow(thread)
-        try:
-            thread.start()
-        except RuntimeError:  # at the thread limit: end the connection here
-            self.options.log(
-                LOG_LEVEL_ERROR, "%s: no thread to read with; closing (1006)", self.name
-            )
-            self._closing.set_code(CloseCode.ABNORMAL_CLOSURE, "")
-            self.abort()
-            self._reader.read_loop()  # sees the shutdown at once and tears down
+    def _read_on(self) -> None:
+        """The parked socket has input, EOF or an error: read on, in a
+        worker of the poller (which outlives the connection: ``done`` has
+        no thread to join)."""
+        cast(Done, self.done).follow(None)
+        self._reader.read_loop(socket.MSG_DONTWAIT)
 
     # -- what the write path tells (WireEvents) -----------------------------------
 

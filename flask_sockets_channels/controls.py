@@ -44,7 +44,7 @@ class Done(threading.Event):
     microseconds by then) before they report it set.
     """
 
-    def __init__(self, reader: threading.Thread) -> None:
+    def __init__(self, reader: threading.Thread | None) -> None:
         # Not Event.__init__: its condition is built when first used (see
         # __getattr__); most connections are never waited on until they end.
         self._flag = False
@@ -71,13 +71,15 @@ class Done(threading.Event):
         self._join()
         return True
 
-    def follow(self, reader: threading.Thread) -> None:
-        """The connection's reader is now ``reader`` (the last one parked)."""
+    def follow(self, reader: threading.Thread | None) -> None:
+        """The connection's reader is now ``reader``; ``None``: a worker of
+        the process's poller, which outlives the connection."""
         self._reader = reader
 
     def _join(self) -> None:
-        if self._reader is not threading.current_thread() and self._reader.ident is not None:
-            self._reader.join()
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread() and reader.ident:
+            reader.join()
 
 
 def check_close(code: object, reason: object) -> None:

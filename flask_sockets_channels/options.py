@@ -131,7 +131,7 @@ class Options:
     max_connections: int | None = None
     max_connections_per_client: int | None = None
     rate_limit: tuple[float, float] | None = None
-    idle_reader_timeout: Duration | None = 2.0
+    idle_reader_timeout: Duration | None = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Options:
         self = super().__new__(cls)

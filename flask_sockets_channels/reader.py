@@ -144,11 +144,13 @@ class Reader:
         """Payload bytes of the data frames received (inflated)."""
         return self._assembler.bytes_in
 
-    def read_loop(self) -> None:
+    def read_loop(self, flags: int = 0) -> None:
         """The reader thread: parse ``buffered``, then read until EOF or a
         socket error, then end the connection (``reader_ended``). Or, idle,
-        until the connection parks the socket (``idle``): a new thread runs
-        this again at the next input."""
+        until the connection parks the socket (``idle``): a worker of the
+        poller runs this again at the next input, with ``MSG_DONTWAIT`` in
+        ``flags``: it reads what came and parks again at once, so that a
+        pong costs a worker microseconds, not ``idle_reader_timeout``."""
         # Owns: every read of the socket, the engine's parser, and the end of
         # the connection. Ends at EOF or a socket error; every close path ends
         # in one, since the peer closes TCP or the close timer cuts it.
@@ -163,8 +165,8 @@ class Reader:
                 elif data:
                     self._receive(data)
                 try:
-                    data = self._sock.recv(size)
-                except BlockingIOError:  # SO_RCVTIMEO: idle_reader_timeout passed
+                    data = self._sock.recv(size, flags)
+                except BlockingIOError:  # idle_reader_timeout passed, or MSG_DONTWAIT
                     data = b""
                     if self._events.idle():
                         parked = True

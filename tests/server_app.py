@@ -22,7 +22,7 @@ from typing import Any
 from flask import Blueprint, Flask, abort, g, jsonify, request
 
 import flask_sockets_channels as sockets
-from flask_sockets_channels import Connection
+from flask_sockets_channels import Connection, parking
 
 
 class Journal:
@@ -341,6 +341,26 @@ def create_app(extension: bool = True) -> Flask:
     @sockets.messages(allowed_origin=lambda origin, req: origin.endswith(".trusted.test"))
     def origin_callable(sender):  # type: ignore[no-untyped-def]
         sender.put("ok")
+
+    @app.route("/_parked")
+    def parked() -> Any:
+        return jsonify(len(parking.lot))
+
+    @app.route("/parking/<key>", websocket=websocket)
+    @sockets.messages(idle_reader_timeout=0.1)
+    def parking_echo(key, receiver, sender, errors, connection):  # type: ignore[no-untyped-def]
+        """An echo whose reader parks after 0.1 s without input."""
+        for message in receiver:
+            sender.put(message)
+        _report(connection, errors, key)
+
+    @app.route("/parking-pinged/<key>", websocket=websocket)
+    @sockets.messages(idle_reader_timeout=0.1, ping_period=0.2, pong_wait=0.8)
+    def parking_pinged(key, receiver, sender, errors, connection):  # type: ignore[no-untyped-def]
+        """The same, pinged every 0.2 s: a pong wakes the parked reader."""
+        for message in receiver:
+            sender.put(message)
+        _report(connection, errors, key)
 
     @app.route("/wait-done", websocket=websocket)
     @sockets.messages()
