@@ -2,6 +2,7 @@
 
     python benchmarks/hold.py [--connections 10000] [--hold 60] [--servers ours,flask-sock]
     python benchmarks/hold.py --burst --hold 10 --timeout 900   # then all at once
+    python benchmarks/hold.py --servers ours --idle-reader-timeout 2   # readers park
     python benchmarks/hold.py --quick    # ours, 200 connections, 5 s, pings every 2 s (CI)
 
 Each server in turn, alone on the machine: one gunicorn gthread worker
@@ -114,6 +115,8 @@ def start(server: str, args: argparse.Namespace, logs: Path) -> tuple[Process, i
     )
     if args.switch_interval:
         env["BENCH_SWITCH_INTERVAL"] = str(args.switch_interval)
+    if args.idle_reader_timeout:
+        env["BENCH_IDLE_READER_TIMEOUT"] = str(args.idle_reader_timeout)
     env.pop("SOCKETS_HUB_URL", None)
     if server == "websockets":
         argv = [sys.executable, str(HERE / "servers" / "websockets_server.py"), str(port)]
@@ -245,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=30, help="gunicorn's --timeout")
     parser.add_argument(
         "--switch-interval", type=float, help="sys.setswitchinterval() in the server, seconds"
+    )
+    parser.add_argument(
+        "--idle-reader-timeout",
+        type=float,
+        help="ours: park idle connections' readers after this many seconds",
     )
     parser.add_argument("--quick", action="store_true", help="200 connections, 5 s, ours only")
     parser.add_argument("--json", type=Path, help="also write every sample here")

@@ -99,12 +99,12 @@ class Options:
             per that many seconds, the reader pauses until the rate allows
             the next one (nothing is dropped; TCP pushes back on the client).
             ``None`` means no limit.
-        idle_reader_timeout: After this long without input, the
+        idle_reader_timeout: Opt-in: after this long without input, the
             connection's reader thread ends and the process's poller (one
-            thread, epoll) watches the socket, starting a reader again at the
-            next input: an idle connection holds no thread of the library's.
-            ``None`` keeps a reader thread for the connection's life (also
-            where there is no epoll: not Linux).
+            thread, epoll) watches the socket; a worker of the poller reads
+            the next input: an idle connection holds no thread of the
+            library's. ``None`` (the default) keeps a reader thread for the
+            connection's life (the only way where there is no epoll).
 
     Only the fields given when an ``Options`` is made override the app's
     ``SOCKETS_*`` config (``dataclasses.replace`` gives them all). The
