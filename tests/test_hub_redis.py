@@ -264,9 +264,12 @@ def open_member(
 def members_on_each_worker(
     stack: contextlib.ExitStack, server: Server, room: str, workers: int, each: int
 ) -> dict[int, list[ClientConnection]]:
-    """Open members until each of ``workers`` processes holds ``each``."""
+    """Open members until each of ``workers`` processes holds ``each``. Tried
+    until a deadline, not a number of times: a worker still booting on a
+    loaded machine accepts nothing, and its sibling takes every attempt."""
     by_pid: dict[int, list[ClientConnection]] = {}
-    for _ in range(60):
+    deadline = time.monotonic() + 4 * T
+    while time.monotonic() < deadline:
         with contextlib.ExitStack() as attempt:
             ws, pid = open_member(attempt, server, room)
             if len(by_pid.get(pid, [])) >= each:
