@@ -51,7 +51,7 @@ from .exceptions import (
     KeepaliveTimeout,
     SocketsError,
 )
-from .keepalive import limit_unacknowledged, scheduler, vanished
+from .keepalive import input_waiting, limit_unacknowledged, scheduler, vanished
 from .options import LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options
 from .options import seconds as to_seconds
 from .reader import Reader, Receiver
@@ -364,11 +364,9 @@ class Connection:
             self.abort()
             return None
         if closing.request is None:
-            pong_wait = self._pong_wait
-            reader = self._reader
-            if pong_wait is not None and not reader.paused and now - reader.last_alive >= pong_wait:
+            if self._peer_silent(now):
                 self.fail(
-                    KeepaliveTimeout(f"nothing received or drained within {pong_wait} s"),
+                    KeepaliveTimeout(f"nothing received or drained within {self._pong_wait} s"),
                     CloseCode.INTERNAL_ERROR,
                     "keepalive timeout",
                 )
@@ -378,6 +376,19 @@ class Connection:
                 if self.options.heartbeat:
                     self.sender.send_if_idle(HEARTBEAT)
         return self._next_due(now)
+
+    def _peer_silent(self, now: float) -> bool:
+        """Nothing came from the peer for ``pong_wait``. Bytes waiting
+        unread in the kernel count as having come: our reading lags, not the
+        peer (the reader's clock is set to ``now``)."""
+        pong_wait = self._pong_wait
+        reader = self._reader
+        if pong_wait is None or reader.paused or now - reader.last_alive < pong_wait:
+            return False
+        if input_waiting(self._sock):
+            reader.last_alive = now
+            return False
+        return True
 
     def _next_due(self, now: float) -> float | None:
         closing = self._closing

@@ -23,6 +23,7 @@ import errno
 import heapq
 import itertools
 import logging
+import select
 import socket
 import threading
 import time
@@ -30,7 +31,7 @@ from typing import Protocol
 
 from .exceptions import KeepaliveTimeout
 
-__all__ = ["Scheduler", "Timed", "limit_unacknowledged", "scheduler", "vanished"]
+__all__ = ["Scheduler", "Timed", "input_waiting", "limit_unacknowledged", "scheduler", "vanished"]
 
 logger = logging.getLogger("flask_sockets_channels")
 
@@ -204,6 +205,27 @@ def limit_unacknowledged(sock: socket.socket, pong_wait: float | None) -> None:
         return
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, option, max(1, round(pong_wait * 1000)))
+
+
+_INPUT = getattr(select, "POLLIN", 0)
+_FAILED = sum(getattr(select, name, 0) for name in ("POLLERR", "POLLHUP", "POLLNVAL"))
+
+
+def input_waiting(sock: socket.socket) -> bool:
+    """Bytes or an EOF from the peer wait in the kernel, unread: the peer was
+    alive after our last read, and it is our reading that lags (a reader or a
+    parked socket's wake waiting for the GIL behind a busy process). False
+    after a reset or an error, on a closed socket, or where ``poll`` does
+    not exist."""
+    if not hasattr(select, "poll"):
+        return False
+    poller = select.poll()  # not select(): file descriptors past 1023
+    try:
+        poller.register(sock, _INPUT)
+        ready = poller.poll(0)
+    except (OSError, ValueError):  # closed meanwhile
+        return False
+    return any(events & _INPUT and not events & _FAILED for _, events in ready)
 
 
 def vanished(exc: OSError | None, pong_wait: float | None) -> KeepaliveTimeout | None:
