@@ -154,15 +154,16 @@ class Connection:
         self._protocol = protocol
         self._protocol_lock = threading.Lock()
         self.receiver: Channel[Any] = Receiver(options.recv_channel_buffer, self._flush)
+        events = _PartsEvents(self)
         self._wire = SocketWire(
-            sock, protocol, self._protocol_lock, self.receiver, options, self.name, self
+            sock, protocol, self._protocol_lock, self.receiver, options, self.name, events
         )
         self.sender: Sender = Sender(
             options.send_channel_buffer, codec.encode, self._wire, self._slow_consumer
         )
         self._reader = Reader(
             sock, protocol, self._protocol_lock, self.receiver, self.sender, codec.decode,
-            options, self,
+            options, events,
         )  # fmt: skip
         self._closing = CloseState()
         #: Frames are held back on ``sender`` until then (monotonic time).
@@ -425,7 +426,7 @@ class Connection:
                 self.options.log(LOG_LEVEL_ERROR, "%s: no timer thread (%s)", self.name, exc)
                 self.abort()
 
-    def flush_by(self, due: float) -> None:
+    def _flush_by(self, due: float) -> None:
         """Have the timer write what ``sender`` holds back by ``due``.
 
         Race-free with :meth:`tick`: it clears ``_flush_due`` before it
@@ -449,7 +450,7 @@ class Connection:
 
     # -- what the reader tells (ReadEvents; in the reader thread) ---------------
 
-    def close_received(self, code: int, reason: str, by_peer: bool) -> None:
+    def _close_received(self, code: int, reason: str, by_peer: bool) -> None:
         """A close frame arrived: the peer's, or its reply to ours."""
         self._closing_started()
         if by_peer:
@@ -460,18 +461,18 @@ class Connection:
             else:
                 self.options.log(LOG_LEVEL_INFO, "%s: closed by peer (%s)", self.name, code)
 
-    def failed_by_peer(self, error: SocketsError, code: int, reason: str) -> None:
+    def _failed_by_peer(self, error: SocketsError, code: int, reason: str) -> None:
         """The peer broke the protocol; the engine's close is on its way."""
         self._closing.set_code(code, reason)
         self._closing.ask(code, "")
         self._report_failure(error)
         self._closing_started()
 
-    def undecodable(self, error: DecodeError) -> None:
+    def _undecodable(self, error: DecodeError) -> None:
         """A message did not decode (the peer can repeat it: capped logs)."""
         self._reports.report(error, LOG_LEVEL_WARNING, capped=True)
 
-    def lost(self, cause: OSError | None) -> None:
+    def _lost(self, cause: OSError | None) -> None:
         """The socket hit EOF or an error: reported, unless the connection
         was closing anyway; a failure of the write path always is."""
         error = self._write_error
@@ -484,17 +485,17 @@ class Connection:
                 error.__cause__ = cause
         self._report_failure(error)
 
-    def reader_crashed(self) -> None:
+    def _reader_crashed(self) -> None:
         """A bug in the reader, never peer input: keep the traceback."""
         self.options.log(LOG_LEVEL_ERROR, "%s: reader crashed", self.name, exc_info=True)
         self._closing.set_code(CloseCode.ABNORMAL_CLOSURE, "")
 
-    def idle(self) -> bool:
+    def _idle(self) -> bool:
         """No input for ``idle_reader_timeout``: park the socket, so that
         the reader thread can end until the next input."""
         return parking.lot.park(self._sock, self._read_on)
 
-    def reader_ended(self) -> None:
+    def _reader_ended(self) -> None:
         """The reader thread ends: so does the connection."""
         self._teardown()
 
@@ -507,16 +508,16 @@ class Connection:
 
     # -- what the write path tells (WireEvents) -----------------------------------
 
-    def close_sent(self, code: int, reason: str) -> None:
+    def _close_sent(self, code: int, reason: str) -> None:
         """Our close frame is serialised."""
         self._closing.set_code(code, reason)
         self._closing_started()
 
-    def peer_alive(self) -> None:
+    def _peer_alive(self) -> None:
         """A blocked write made progress: the peer is reading. Alive."""
         self._reader.last_alive = time.monotonic()
 
-    def write_broke(self, error: SocketsError) -> None:
+    def _write_broke(self, error: SocketsError) -> None:
         """No frame can reach the peer: marked closed (1006) and the error
         reported before anything can raise ``Closed`` in the view; cut."""
         self._closing.set_code(CloseCode.ABNORMAL_CLOSURE, "")
@@ -525,13 +526,13 @@ class Connection:
         self.sender.close(discard=True)
         self.abort()
 
-    def write_refused(self) -> None:
+    def _write_refused(self) -> None:
         """A write failed; the reader reads on, to the EOF or reset, and
         reports the end."""
         self.sender.close(discard=True)
         self._reader.stop()
 
-    def writer_lost(self, error: SocketsError) -> None:
+    def _writer_lost(self, error: SocketsError) -> None:
         """No writer thread: marked closed (1006) and cut; the reader
         reports ``error`` as it ends. Under the sender's mutex: no callback
         runs here."""
@@ -571,3 +572,54 @@ class Connection:
             self._reports.call(callback, self, "on_done")
         self._on_done.clear()
         self.done.set()
+
+
+class _PartsEvents:
+    """What the reader (``ReadEvents``) and the write path (``WireEvents``)
+    tell their connection: kept off :class:`Connection`, whose public names
+    are the view's. Each event is the connection's method of the same name,
+    with a leading underscore."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def close_received(self, code: int, reason: str, by_peer: bool) -> None:
+        self._connection._close_received(code, reason, by_peer)
+
+    def failed_by_peer(self, error: SocketsError, code: int, reason: str) -> None:
+        self._connection._failed_by_peer(error, code, reason)
+
+    def undecodable(self, error: DecodeError) -> None:
+        self._connection._undecodable(error)
+
+    def lost(self, cause: OSError | None) -> None:
+        self._connection._lost(cause)
+
+    def reader_crashed(self) -> None:
+        self._connection._reader_crashed()
+
+    def idle(self) -> bool:
+        return self._connection._idle()
+
+    def reader_ended(self) -> None:
+        self._connection._reader_ended()
+
+    def close_sent(self, code: int, reason: str) -> None:
+        self._connection._close_sent(code, reason)
+
+    def flush_by(self, due: float) -> None:
+        self._connection._flush_by(due)
+
+    def peer_alive(self) -> None:
+        self._connection._peer_alive()
+
+    def write_broke(self, error: SocketsError) -> None:
+        self._connection._write_broke(error)
+
+    def write_refused(self) -> None:
+        self._connection._write_refused()
+
+    def writer_lost(self, error: SocketsError) -> None:
+        self._connection._writer_lost(error)
