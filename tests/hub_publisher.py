@@ -1,6 +1,6 @@
 """A publisher in a process of its own, for the hub tests: no Flask app.
 
-``python -m tests.hub_publisher URL ROOMS COUNT PACE HISTORY [--retry]``
+``python -m tests.hub_publisher URL ROOMS COUNT PACE HISTORY [--retry] [--pause-at N]``
 publishes ``n-0`` ... ``n-<COUNT-1>``, PACE seconds apart, message ``n-i``
 to the ``i % len(ROOMS)``-th of the comma-separated ROOMS, and prints how
 many it has published after every 100 (and ``done`` at the end), so that
@@ -11,6 +11,12 @@ With ``--retry``, a publish that raised ``HubUnavailable`` with
 up to 60 s, and the time until one went through is printed as
 ``outage <seconds>``; one that may have been delivered is not sent again
 (it could arrive twice) but printed as ``maybe <number>``.
+
+With ``--pause-at N``, once N messages are published (each acknowledged) it
+prints ``paused N`` and waits for a line on its standard input: a test can
+then act on Redis knowing that no publish is in flight (a signal could stop
+the process between sending a command and reading its reply, and a master
+killed then leaves that publish ``maybe_delivered``).
 """
 
 from __future__ import annotations
@@ -42,7 +48,15 @@ def publish_until_sent(hub: sockets.Hub, room: str, text: str, number: int) -> N
         return
 
 
-def main(url: str, rooms: list[str], count: int, pace: float, history: int, retry: bool) -> None:
+def main(
+    url: str,
+    rooms: list[str],
+    count: int,
+    pace: float,
+    history: int,
+    retry: bool,
+    pause_at: int | None,
+) -> None:
     hub = sockets.Hub.from_url(url, history=history)
     started = time.monotonic()
     for number in range(count):
@@ -53,6 +67,10 @@ def main(url: str, rooms: list[str], count: int, pace: float, history: int, retr
             hub.publish(room, text)
         if (number + 1) % 100 == 0:
             print(number + 1, flush=True)
+        if number + 1 == pause_at:
+            print(f"paused {pause_at}", flush=True)
+            sys.stdin.readline()
+            started = time.monotonic() - (number + 1) * pace  # no catching up
         # Paced against the start, so that a slow publish does not slow the run.
         delay = started + (number + 1) * pace - time.monotonic()
         if delay > 0:
@@ -69,4 +87,5 @@ if __name__ == "__main__":
         float(sys.argv[4]),
         int(sys.argv[5]),
         "--retry" in sys.argv[6:],
+        int(sys.argv[sys.argv.index("--pause-at") + 1]) if "--pause-at" in sys.argv else None,
     )

@@ -8,8 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -70,16 +68,13 @@ def test_sentinel_failover_loses_nothing_and_publishing_resumes(tmp_path: Path) 
                    for ws in group]  # fmt: skip
         wait_until_every_member_hears(prober, name, members)
         collectors = [Collector(ws, f"n-{count - 1}") for ws in members]
-        with publishing(redis.url, name, count, 0.003, retry=True) as publisher:
-            publisher.wait_for(300)
-            os.kill(publisher.process.pid, signal.SIGSTOP)
-            try:
-                master = redis.master_port()
-                replica = redis.replica_port()
-                wait_for(lambda: replica_caught_up(master, replica), T, "the replica caught up")
-                redis.kill_master()
-            finally:
-                os.kill(publisher.process.pid, signal.SIGCONT)
+        with publishing(redis.url, name, count, 0.003, retry=True, pause_at=300) as publisher:
+            publisher.wait_until_paused()  # no publish in flight
+            master = redis.master_port()
+            replica = redis.replica_port()
+            wait_for(lambda: replica_caught_up(master, replica), T, "the replica caught up")
+            redis.kill_master()
+            publisher.resume()
             publisher.wait_for(None)
         for collector in collectors:
             assert collector.numbers() == list(range(count))
@@ -233,16 +228,15 @@ def test_cluster_delivers_history_and_presence_across_two_workers_through_a_mast
         collectors = {
             room: [Collector(ws, f"n-{last[room]}") for ws in members[room]] for room in rooms
         }
-        with publishing(cluster.url, ",".join(rooms), count, 0.002, retry=True) as publisher:
-            publisher.wait_for(700)
-            os.kill(publisher.process.pid, signal.SIGSTOP)
-            try:
-                victim = cluster.master_ports()[1]
-                replica = cluster.replica_of(victim)
-                wait_for(lambda: replica_caught_up(victim, replica), T, "the replica caught up")
-                cluster.kill(victim)
-            finally:
-                os.kill(publisher.process.pid, signal.SIGCONT)
+        with publishing(
+            cluster.url, ",".join(rooms), count, 0.002, retry=True, pause_at=700
+        ) as publisher:
+            publisher.wait_until_paused()  # no publish in flight
+            victim = cluster.master_ports()[1]
+            replica = cluster.replica_of(victim)
+            wait_for(lambda: replica_caught_up(victim, replica), T, "the replica caught up")
+            cluster.kill(victim)
+            publisher.resume()
             cluster.wait_for_failover(victim, wait_time(30))
             publisher.wait_for(None)
         # The killed master's room's publishes waited for the failover.

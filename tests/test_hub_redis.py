@@ -659,11 +659,14 @@ class Publisher:
         history: int = 0,
         prefix: tuple[str, ...] = (),
         retry: bool = False,
+        pause_at: int | None = None,
     ) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
+        pause = ["--pause-at", str(pause_at)] if pause_at is not None else []
         self.process = subprocess.Popen(
             [*prefix, sys.executable, "-m", "tests.hub_publisher", url, room, str(count),
-             str(pace), str(history), *(["--retry"] if retry else [])],
+             str(pace), str(history), *(["--retry"] if retry else []), *pause],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
@@ -674,6 +677,7 @@ class Publisher:
         self.done = False
         self.outages: list[float] = []  # with retry: how long each publish was refused
         self.maybe: list[int] = []  # with retry: numbers that may have been delivered
+        self.paused = False  # with pause_at: waiting for resume()
         self._lines: queue.Queue[str] = queue.Queue()
         self._reader = threading.Thread(target=self._read, name="test publisher output")
         self._reader.start()
@@ -689,19 +693,41 @@ class Publisher:
         many are."""
         deadline = time.monotonic() + wait_time(timeout)
         while not self.done and (count is None or self.published < count):
-            line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            assert line, f"the publisher ended early: {self.process.wait(T)}"
-            if line == "done":
-                self.done = True
-            elif line.startswith("outage "):
-                self.outages.append(float(line.split()[1]))
-            elif line.startswith("maybe "):
-                self.maybe.append(int(line.split()[1]))
-            else:
-                self.published = int(line)
+            self._take(deadline)
         return self.published
 
+    def wait_until_paused(self, timeout: float = 60) -> None:
+        """Wait for ``pause_at``: that many published, none in flight."""
+        deadline = time.monotonic() + wait_time(timeout)
+        while not self.paused:
+            assert not self.done, "the publisher ended without pausing"
+            self._take(deadline)
+
+    def _take(self, deadline: float) -> None:
+        """Read one line of the publisher's output."""
+        line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        assert line, f"the publisher ended early: {self.process.wait(T)}"
+        if line == "done":
+            self.done = True
+        elif line.startswith("outage "):
+            self.outages.append(float(line.split()[1]))
+        elif line.startswith("maybe "):
+            self.maybe.append(int(line.split()[1]))
+        elif line.startswith("paused "):
+            self.paused = True
+        else:
+            self.published = int(line)
+
+    def resume(self) -> None:
+        """Go on after ``pause_at`` (see tests/hub_publisher.py)."""
+        assert self.paused and self.process.stdin is not None
+        self.paused = False
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+
     def stop(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
         if self.process.poll() is None:
             self.process.terminate()
         self.process.wait(T)
