@@ -84,7 +84,7 @@ def tracked() -> list[str] | None:
         )
     except (OSError, subprocess.CalledProcessError):
         return None
-    return [path for path in listing.stdout.splitlines() if "/_build/" not in path]
+    return listing.stdout.splitlines()
 
 
 def version() -> str:
