@@ -250,6 +250,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class RedisExited(AssertionError):
+    """A redis-server exited before it answered."""
+
+
 class RedisServer:
     """A redis-server process on loopback, persistence off; or on
     ``address`` (and its loopback) with its command after ``prefix`` (in
@@ -263,9 +267,9 @@ class RedisServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Start the server and wait until it answers PING; AssertionError
+        if it exits first (as when its port was taken after it was found free)."""
         require(have("redis-server"), "redis-server is missing (apt-get install redis-server)")
-        import redis
-
         self.process = subprocess.Popen(
             [*self.prefix, "redis-server", "--port", str(self.port), "--bind", self.bind,
              "--save", "", "--appendonly", "no", "--protected-mode", "no",
@@ -273,17 +277,14 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
         )  # fmt: skip
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        address = self.url.split("//")[1].rsplit(":", 1)[0]
         deadline = time.monotonic() + wait_time(10)
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise AssertionError("redis-server did not start") from None
-                time.sleep(0.02)  # redis-server offers no readiness signal but PING
-        client.close()
+        while not _pings(address, self.port):
+            if self.process.poll() is not None:
+                raise RedisExited(f"redis-server on {self.port} exited")
+            if time.monotonic() > deadline:
+                raise AssertionError("redis-server did not start")
+            time.sleep(0.02)  # redis-server offers no readiness signal but PING
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -292,11 +293,32 @@ class RedisServer:
         self.process = None
 
 
+def _pings(address: str, port: int) -> bool:
+    """A Redis answers PING at ``address``. A raw socket, so that a port
+    another server took (which may never answer) costs one short timeout."""
+    try:
+        with socket.create_connection((address, port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(7).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer(free_port())
+    """A started redis-server on loopback, stopped on leaving. A port found
+    free can be taken (by another test's connection) before the server
+    binds it: then another is tried."""
+    for attempt in range(5):
+        server = RedisServer(free_port())
+        try:
+            server.start()
+            break
+        except RedisExited:
+            server.stop()
+            if attempt == 4:
+                raise
     try:
-        server.start()
         yield server
     finally:
         server.stop()

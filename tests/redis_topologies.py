@@ -6,6 +6,7 @@ manager that started it."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import socket
 import subprocess
@@ -49,8 +50,16 @@ def _poll(predicate: Any, timeout: float, what: str) -> float:
 
 
 def _answers(port: int) -> bool:
-    with contextlib.closing(_admin(port)) as client:
-        return bool(client.ping())
+    """PING answered on ``port``. A raw socket, so that a port some other
+    server took (which may never answer) costs one short timeout, not a
+    client's retries."""
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+        conn.sendall(b"PING\r\n")
+        return conn.recv(7).startswith(b"+PONG")
+
+
+def _answers_or_exited(process: subprocess.Popen[bytes], port: int) -> bool:
+    return process.poll() is not None or _answers(port)
 
 
 class _Processes:
@@ -61,17 +70,32 @@ class _Processes:
         self.directory = directory
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
 
-    def spawn(self, port: int, *arguments: str) -> None:
-        home = self.directory / str(port)
-        home.mkdir(parents=True, exist_ok=True)
-        self.processes[port] = subprocess.Popen(
-            ["redis-server", *arguments, "--port", str(port), "--bind", "127.0.0.1",
-             "--protected-mode", "no", "--loglevel", "warning", "--logfile", "redis.log"],
-            cwd=home,
-            stdout=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
-        )  # fmt: skip
-        _poll(lambda: _answers(port), wait_time(10), f"redis-server on {port} started")
+    def spawn(self, port: int, *arguments: str, new_port: Any = None) -> int:
+        """Start a redis-server on ``port`` and wait until it answers; the
+        port it runs on. A port found free can be taken before the server
+        binds it (by another test's connection): then, given ``new_port``,
+        another is tried."""
+        for _ in range(5):
+            home = self.directory / str(port)
+            home.mkdir(parents=True, exist_ok=True)
+            process = subprocess.Popen(
+                ["redis-server", *arguments, "--port", str(port), "--bind", "127.0.0.1",
+                 "--protected-mode", "no", "--loglevel", "warning", "--logfile", "redis.log"],
+                cwd=home,
+                stdout=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
+            )  # fmt: skip
+            self.processes[port] = process
+            _poll(functools.partial(_answers_or_exited, process, port), wait_time(10),
+                  f"redis-server on {port} started")  # fmt: skip
+            if process.poll() is None:
+                return port
+            del self.processes[port]
+            log = (home / "redis.log").read_text(errors="replace")
+            if new_port is None or "in use" not in log:
+                raise AssertionError(f"redis-server on {port} exited:\n{log}")
+            port = new_port()
+        raise AssertionError("redis-server found no free port in 5 tries")
 
     def kill(self, port: int) -> None:
         """SIGKILL the server on ``port``: no FIN to its peers' pending writes."""
@@ -104,32 +128,36 @@ class SentinelSet(_Processes):
     def __init__(self, directory: Path) -> None:
         super().__init__(directory)
         self.sentinel_ports = [free_port() for _ in range(3)]
-        self.url = "redis+sentinel://" + ",".join(
-            f"127.0.0.1:{port}" for port in self.sentinel_ports
-        ) + f"/{SERVICE}/0"  # fmt: skip
         self.data_ports: list[int] = []
 
+    @property
+    def url(self) -> str:
+        """The hub's URL: the sentinels, the service."""
+        sentinels = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{sentinels}/{SERVICE}/0"
+
     def start(self) -> None:
-        master, replica = free_port(), free_port()
-        self.data_ports = [master, replica]
         # No 5 s wait before a replica's first sync (Redis 7's default).
         persistence = ("--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0")
-        self.spawn(master, *persistence)
+        master = self.spawn(free_port(), *persistence, new_port=free_port)
         with contextlib.closing(_admin(master)) as client:
             _add_replicator(client)
-        self.spawn(replica, *persistence, "--replicaof", "127.0.0.1", str(master),
-                   "--masteruser", REPLICATOR, "--masterauth", REPLICATOR)  # fmt: skip
+        replica = self.spawn(free_port(), *persistence, "--replicaof", "127.0.0.1", str(master),
+                             "--masteruser", REPLICATOR, "--masterauth", REPLICATOR,
+                             new_port=free_port)  # fmt: skip
+        self.data_ports = [master, replica]
         _poll(lambda: self._link_up(replica), wait_time(10), "the replica's link is up")
-        for port in self.sentinel_ports:
-            home = self.directory / str(port)
-            home.mkdir(parents=True, exist_ok=True)
-            (home / "sentinel.conf").write_text(
+        for index, port in enumerate(self.sentinel_ports):
+            config = self.directory / f"sentinel-{index}.conf"  # a sentinel rewrites its own
+            config.write_text(
                 f"sentinel monitor {SERVICE} 127.0.0.1 {master} 2\n"
                 f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
                 f"sentinel failover-timeout {SERVICE} 5000\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"
             )
-            self.spawn(port, "sentinel.conf", "--sentinel")
+            self.sentinel_ports[index] = self.spawn(
+                port, str(config), "--sentinel", new_port=free_port
+            )
         _poll(self._sentinels_know_everyone, wait_time(20), "the sentinels know each other")
 
     def _link_up(self, replica: int) -> bool:
@@ -203,16 +231,23 @@ class RedisClusterSet(_Processes):
         self.ports = [_cluster_port() for _ in range(masters * (1 + replicas))]
         self.masters = masters
         self.replicas = replicas
-        self.url = "redis+cluster://" + ",".join(
-            f"127.0.0.1:{port}" for port in self.ports[:masters]
+
+    @property
+    def url(self) -> str:
+        """The hub's URL: the nodes that start as masters."""
+        return "redis+cluster://" + ",".join(
+            f"127.0.0.1:{port}" for port in self.ports[: self.masters]
         )
 
     def start(self) -> None:
-        for port in self.ports:
-            self.spawn(port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                       "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--save", "",
-                       "--appendonly", "no", "--repl-diskless-sync-delay", "0",
-                       "--masteruser", REPLICATOR, "--masterauth", REPLICATOR)  # fmt: skip
+        for index, port in enumerate(self.ports):
+            port = self.ports[index] = self.spawn(
+                port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--save", "",
+                "--appendonly", "no", "--repl-diskless-sync-delay", "0",
+                "--masteruser", REPLICATOR, "--masterauth", REPLICATOR,
+                new_port=_cluster_port,
+            )  # fmt: skip
             with contextlib.closing(_admin(port)) as client:  # any node may become a master
                 _add_replicator(client)
         subprocess.run(
