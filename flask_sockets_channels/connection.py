@@ -11,6 +11,12 @@ Threads (named after the connection):
   socket, feeds the engine, puts complete messages on ``receiver`` and hands
   the engine's replies (pongs, close frames) to the write path. It owns the
   end of the connection: as it ends, :meth:`Connection._teardown` runs.
+  With ``idle_reader_timeout`` set (parking), there is no reader thread
+  while the socket is idle: the process's poller (:mod:`.parking`) watches
+  it and wakes a worker at its next input; and a view whose ``get`` is
+  about to wait takes the socket back and reads it in its own thread for
+  up to :data:`READ_IN_VIEW` seconds, so that the next message of a
+  request-response exchange costs no thread hand-off at all.
 * ``writer`` exists only while a backlog does (:mod:`.sender`): most frames
   are written by the thread that has them, without waiting; the socket side
   of that path (serialising, sending, failed writes) is the connection's
@@ -62,6 +68,11 @@ from .wire import HEARTBEAT, CloseFrame, SocketWire, set_receive_timeout
 __all__ = ["Codec", "Connection"]
 
 _numbers = itertools.count(1)
+#: Seconds a view whose ``get`` is about to wait reads a parked socket in its
+#: own thread before it parks it again and waits for the poller's worker:
+#: long enough for a peer's answer on a busy network, short enough that a
+#: view waiting on an idle connection soon holds nothing but its wait.
+READ_IN_VIEW = 0.05
 
 
 class Codec:
@@ -115,6 +126,7 @@ class Connection:
         "_protocol",
         "_protocol_lock",
         "_reader",
+        "_reads_in_view",
         "_reports",
         "_sock",
         "_thread",
@@ -153,7 +165,12 @@ class Connection:
         self._codec = codec
         self._protocol = protocol
         self._protocol_lock = threading.Lock()
-        self.receiver: Channel[Any] = Receiver(options.recv_channel_buffer, self._flush)
+        self.receiver: Channel[Any] = Receiver(
+            options.recv_channel_buffer, self._flush, self._read_in_view
+        )
+        # Set at start when the socket parks (not with a rate limit, whose
+        # waits are a reader's).
+        self._reads_in_view = False
         events = _PartsEvents(self)
         self._wire = SocketWire(
             sock, protocol, self._protocol_lock, self.receiver, options, self.name, events
@@ -323,6 +340,11 @@ class Connection:
         if due is not None:
             scheduler.schedule(self, due)
         self._reader.buffered = buffered
+        if idle_timeout is not None and self.options.rate_limit is None:
+            self._reads_in_view = True
+        if idle_timeout is not None and not buffered and self._idle():
+            cast(Done, self.done).follow(None)  # a worker reads at the first input
+            return
         try:
             self._thread.start()
         except RuntimeError:  # no thread to read with: the timer forgets it
@@ -494,6 +516,26 @@ class Connection:
         """No input for ``idle_reader_timeout``: park the socket, so that
         the reader thread can end until the next input."""
         return parking.lot.park(self._sock, self._read_on)
+
+    def _read_in_view(self, deadline: float | None) -> None:
+        """``receiver``'s ``get`` is about to wait until ``deadline``: if the
+        socket is parked, read it in this thread for up to
+        :data:`READ_IN_VIEW` seconds, then park it again (or hand it to a
+        worker, if input is left to deliver)."""
+        if not self._reads_in_view or not parking.lot.claim(self._sock, self._read_on):
+            return
+        until = time.monotonic() + READ_IN_VIEW
+        if deadline is not None:
+            until = min(until, deadline)
+        reader_needed = True
+        try:
+            reader_needed = self._reader.read_while_waiting(until)
+        except Exception:  # a bug, never peer input: a reader ends the connection
+            self._reader_crashed()
+            self.abort()
+        finally:
+            if reader_needed or not self._idle():
+                parking.lot.dispatch(self._read_on)
 
     def _reader_ended(self) -> None:
         """The reader thread ends: so does the connection."""

@@ -71,6 +71,10 @@ class ParkingLot:
         """How many sockets are parked."""
         return len(self._wakes)
 
+    def parked(self, sock: socket.socket) -> bool:
+        """Whether ``sock`` is parked: watched by the poller, read by nobody."""
+        return sock.fileno() in self._wakes
+
     def park(self, sock: socket.socket, read_on: Callable[[], None]) -> bool:
         """Watch ``sock``; at its first input, EOF or error, run
         ``read_on()`` once, in a worker thread. False if it cannot be parked
@@ -90,6 +94,25 @@ class ParkingLot:
                 del self._wakes[fd]
                 return False
         return True
+
+    def claim(self, sock: socket.socket, read_on: Callable[[], None]) -> bool:
+        """Take ``sock`` back from the poller if it is parked with
+        ``read_on`` (not woken, not parked by another connection that got
+        its file descriptor): the caller reads it now, and parks it again
+        (or hands it to :meth:`dispatch`) when it is done."""
+        fd = sock.fileno()
+        with self._lock:
+            if fd < 0 or self._wakes.get(fd) != read_on or self._epoll is None:
+                return False
+            del self._wakes[fd]
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(fd)
+        return True
+
+    def dispatch(self, read_on: Callable[[], None]) -> None:
+        """Run ``read_on()`` in a worker thread now, as if its socket had
+        woken: for a connection whose caller read it and left input behind."""
+        self._dispatch(read_on)
 
     def _start(self) -> select.epoll | None:
         """Locked: the epoll and its thread, started on the first park."""

@@ -12,6 +12,8 @@ connection's teardown runs in the reader thread.
 
 from __future__ import annotations
 
+import select
+import socket
 import threading
 import time
 import typing
@@ -25,8 +27,6 @@ from .exceptions import CloseCode, DecodeError, ProtocolError, SocketsError
 from .ratelimit import TokenBucket
 
 if TYPE_CHECKING:
-    import socket
-
     from .engine import Protocol
     from .options import Options
     from .sender import Sender
@@ -94,10 +94,13 @@ class Reader:
         "_decode_item",
         "_events",
         "_feed",
+        "_in_view",
         "_protocol",
         "_protocol_lock",
+        "_read_error",
         "_sender",
         "_sock",
+        "_undelivered",
         "_unpause",
         "buffered",
         "last_alive",
@@ -138,6 +141,11 @@ class Reader:
         self.paused = False
         #: How many data messages were received.
         self.messages_in = 0
+        # Reading in the view's thread (read_while_waiting): then what does
+        # not fit on receiver, and a read's error, are left for a reader.
+        self._in_view = False
+        self._undelivered: list[Any] = []
+        self._read_error: OSError | None = None
 
     @property
     def bytes_in(self) -> int:
@@ -156,6 +164,9 @@ class Reader:
         # in one, since the peer closes TCP or the close timer cuts it.
         parked = False
         try:
+            if self._undelivered:  # left by the view's reads: before what follows
+                items, self._undelivered = self._undelivered, []
+                self._put_on_receiver(items)
             data, self.buffered = self.buffered, b""
             size = RECV_IDLE_SIZE
             feed = self._feed
@@ -165,6 +176,9 @@ class Reader:
                 elif data:
                     self._receive(data)
                 try:
+                    if self._read_error is not None:  # met by the view's reads
+                        error, self._read_error = self._read_error, None
+                        raise error
                     data = self._sock.recv(size, flags)
                 except BlockingIOError:  # idle_reader_timeout passed, or MSG_DONTWAIT
                     data = b""
@@ -187,6 +201,44 @@ class Reader:
             if not parked:
                 self._events.reader_ended()
 
+    def read_while_waiting(self, until: float) -> bool:
+        """Read in the view's thread, whose ``get`` is about to wait on an
+        empty ``receiver``, the socket being taken back from the poller by
+        the caller: until a message is on ``receiver``, ``receiver`` closes,
+        ``until`` (monotonic time) passes, or the socket shows an EOF or an
+        error (left for a reader, which ends the connection). Nothing here
+        waits on ``receiver``: what does not fit is left for a reader.
+
+        Returns whether a reader must go on at once (input was read that is
+        not yet on ``receiver``); else the caller parks the socket again.
+        """
+        receiver = self.receiver
+        self._in_view = True
+        try:
+            while not receiver.queue and not receiver.closed:
+                remaining = until - time.monotonic()
+                if remaining <= 0 or not _data_within(self._sock, remaining):
+                    return False
+                try:
+                    data = self._sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:  # between the poll and the read
+                    self._read_error = exc
+                    return True
+                if not data:  # an EOF after the poll: a reader sees it
+                    return False
+                self.last_alive = time.monotonic()
+                if len(data) > self._feed:
+                    self._receive_in_pieces(data, self._feed)
+                else:
+                    self._receive(data)
+                if self._undelivered or self.buffered:
+                    return True
+            return False
+        finally:
+            self._in_view = False
+
     def stop(self) -> None:
         """Close ``receiver`` and wake a reader paused on it or on the rate
         limit: it must read on, for the peer's close frame or the EOF."""
@@ -197,8 +249,13 @@ class Reader:
     def _receive_in_pieces(self, data: bytes, feed: int) -> None:
         """Feed ``data`` to the engine ``feed`` bytes at a time, delivering
         what each piece completes before the next: while ``receiver`` is
-        full, nothing more is inflated (see :func:`_feed_size`)."""
+        full, nothing more is inflated (see :func:`_feed_size`). In the
+        view's thread, the pieces after one that left messages undelivered
+        are left for a reader."""
         for start in range(0, len(data), feed):
+            if self._undelivered:
+                self.buffered = data[start:]
+                return
             self._receive(data[start : start + feed])
 
     def _receive(self, data: bytes) -> None:
@@ -324,6 +381,9 @@ class Reader:
             return  # closing: the view reads no more
         if start == len(items):
             return
+        if self._in_view:  # the view cannot wait for itself to get them
+            self._undelivered = items[start:]
+            return
         self.paused = True
         try:
             self.receiver._put_all(items[start:])
@@ -353,14 +413,40 @@ def _feed_size(protocol: Protocol, max_message_size: int | None) -> int:
 
 class Receiver(Channel[Any]):
     """``receiver``: before a ``get`` waits, what ``sender`` held back for
-    the view's next answer is written (the view has none coming)."""
+    the view's next answer is written (the view has none coming), and then,
+    if the connection's socket is parked, the view's thread reads it for a
+    while (``read(deadline)``)."""
 
-    def __init__(self, maxsize: int, flush: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        maxsize: int,
+        flush: Callable[[], None],
+        read: Callable[[float | None], None],
+    ) -> None:
         super().__init__(maxsize)
         self._flush = flush
+        self._read = read
 
-    def _will_wait(self) -> None:
+    def _will_wait(self, deadline: float | None) -> None:
         self._flush()
+        self._read(deadline)
+
+
+#: What ``poll`` says of a socket with only data to read.
+_INPUT = select.POLLIN if hasattr(select, "poll") else 0
+_INPUT_WATCHED = _INPUT | getattr(select, "POLLRDHUP", 0)
+
+
+def _data_within(sock: socket.socket, timeout: float) -> bool:
+    """Data arrives on ``sock`` within ``timeout`` seconds, and nothing else
+    (no EOF, no error: those are a reader's to see)."""
+    poller = select.poll()  # not select(): file descriptors past 1023
+    try:
+        poller.register(sock, _INPUT_WATCHED)
+        ready = poller.poll(max(1, int(timeout * 1000)))
+    except (OSError, ValueError):  # closed meanwhile
+        return False
+    return any(events == _INPUT for _, events in ready)
 
 
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)

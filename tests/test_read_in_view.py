@@ -1,0 +1,150 @@
+"""A view waiting in ``receiver.get`` reads its parked socket itself.
+
+With ``idle_reader_timeout`` set, a connection's socket is parked with the
+process's poller while idle; a view whose ``get`` is about to wait takes it
+back and reads it in its own thread (for up to ``READ_IN_VIEW`` seconds),
+so that a request-response exchange costs no thread hand-off. Here the
+window is made long, so that the test knows the view is reading: each
+message's model records the thread that decoded it. In process, with the
+test client (the socket pair's server end is a real socket).
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+from flask import Flask
+
+import flask_sockets_channels as sockets
+from flask_sockets_channels import Connection, connection, parking
+from flask_sockets_channels.testing import WebSocketSession, WebSocketTestClient
+from tests.conftest import wait_time
+
+T = wait_time(5)
+
+
+class Seen:
+    """A message's model: its number, and the thread that decoded it."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.thread = threading.get_ident()
+
+
+class Endpoint:
+    """An app whose view answers ``{"n": n}`` to each message and records,
+    for each, whether its own thread decoded it."""
+
+    def __init__(self, **options: Any) -> None:
+        self.app = Flask(__name__)
+        sockets.Sockets(self.app)
+        self.read_in_view: queue.Queue[bool] = queue.Queue()
+        self.connections: queue.Queue[Connection] = queue.Queue()
+        self.ended = threading.Event()
+
+        @self.app.route("/seen")
+        @sockets.json_messages(Seen, idle_reader_timeout=0.1, **options)
+        def seen(receiver, sender, connection):  # type: ignore[no-untyped-def]
+            self.connections.put(connection)
+            for item in receiver:
+                self.read_in_view.put(item.thread == threading.get_ident())
+                sender.put({"n": item.n})
+            self.ended.set()
+
+    def reading(self, conn: Connection) -> None:
+        """Until the view has taken the socket back from the poller."""
+        until(lambda: not parking.lot.parked(conn._sock), "the view reads the socket")
+
+
+def until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + T
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {T:.0f} s: {what}")
+        time.sleep(0.005)  # no event says the view took the socket
+
+
+@pytest.fixture(autouse=True)
+def long_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The view reads until a message comes, however slow the machine.
+    monkeypatch.setattr(connection, "READ_IN_VIEW", T)
+
+
+@pytest.fixture
+def endpoint() -> Endpoint:
+    return Endpoint()
+
+
+@pytest.fixture
+def session(endpoint: Endpoint) -> Iterator[tuple[WebSocketSession, Connection]]:
+    with WebSocketTestClient(endpoint.app, timeout=T).connect("/seen") as ws:
+        yield ws, endpoint.connections.get(timeout=T)
+
+
+pytestmark = pytest.mark.skipif(not parking.available(), reason="parking needs epoll (Linux)")
+
+
+def test_a_waiting_view_reads_each_message_in_its_own_thread(
+    endpoint: Endpoint, session: tuple[WebSocketSession, Connection]
+) -> None:
+    ws, conn = session
+    for n in range(3):
+        endpoint.reading(conn)
+        ws.send_json({"n": n})
+        assert ws.receive_json() == {"n": n}
+        assert endpoint.read_in_view.get(timeout=T) is True
+
+
+def test_what_does_not_fit_on_receiver_is_delivered_by_a_worker_in_order() -> None:
+    """Six messages in one read, room for one: the view takes the first and
+    leaves the rest to a worker of the poller, which waits for room."""
+    endpoint = Endpoint(recv_channel_buffer=1)
+    with WebSocketTestClient(endpoint.app, timeout=T).connect("/seen") as ws:
+        conn = endpoint.connections.get(timeout=T)
+        endpoint.reading(conn)
+        for n in range(6):
+            ws._protocol.send_text(f'{{"n": {n}}}'.encode())
+        ws._sock.sendall(b"".join(ws._protocol.data_to_send()))  # one write
+        assert [ws.receive_json()["n"] for _ in range(6)] == list(range(6))
+    assert [endpoint.read_in_view.get(timeout=T) for _ in range(6)] == [True] * 6
+
+
+def test_a_close_read_by_the_view_ends_the_connection(
+    endpoint: Endpoint, session: tuple[WebSocketSession, Connection]
+) -> None:
+    ws, conn = session
+    endpoint.reading(conn)
+    ws.close(1000, "bye")
+    assert endpoint.ended.wait(T)
+    assert conn.done.wait(T)
+    assert conn.close_code == 1000
+    assert not parking.lot.parked(conn._sock)
+
+
+def test_a_peer_that_goes_away_while_the_view_reads_ends_the_connection(
+    endpoint: Endpoint, session: tuple[WebSocketSession, Connection]
+) -> None:
+    ws, conn = session
+    endpoint.reading(conn)
+    ws._sock.shutdown(socket.SHUT_RDWR)  # TCP closed, no close frame
+    assert endpoint.ended.wait(T)
+    assert conn.done.wait(T)
+    assert conn.close_code == 1006
+
+
+def test_with_a_rate_limit_the_view_never_reads() -> None:
+    """A rate limit's pauses are a reader's: the view waits as before."""
+    endpoint = Endpoint(rate_limit=(100, 1.0))
+    with WebSocketTestClient(endpoint.app, timeout=T).connect("/seen") as ws:
+        conn = endpoint.connections.get(timeout=T)
+        until(lambda: parking.lot.parked(conn._sock), "parked")
+        for n in range(2):
+            ws.send_json({"n": n})
+            assert ws.receive_json() == {"n": n}
+    assert [endpoint.read_in_view.get(timeout=T) for _ in range(2)] == [False, False]
