@@ -243,6 +243,16 @@ SERVERS = {"werkzeug": werkzeug_server, "gunicorn": gunicorn_server}
 PROCESS_SERVERS = {"werkzeug": werkzeug_process_server, "gunicorn": gunicorn_server}
 
 
+def until(condition: Callable[[], bool], what: str, timeout: float, interval: float = 0.02) -> None:
+    """Poll ``condition`` until it is true; AssertionError after ``timeout``.
+    For states the server offers no event for (a socket parked, taken back)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        time.sleep(interval)
+
+
 def free_port() -> int:
     """A port free now (for servers that cannot take a bound socket)."""
     with socket.socket() as probe:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Callable
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.client import connect
-from tests.conftest import Server, wait_time
+from tests.conftest import Server, until, wait_time
 from tests.wire import CLOSE, PING, TEXT, RawClient, close_frame, frame
 
 T = wait_time(5)
@@ -32,31 +31,23 @@ def readers_of(server: Server, key: str) -> list[str]:
     return [n for n in server.threads() if n.startswith("ws-") and key in n]
 
 
-def until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + T
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {T:.0f} s: {what}")
-        time.sleep(0.02)  # the server offers no event for a park
-
-
 def test_an_idle_connection_parks_and_reads_on_at_the_next_input(server: Server) -> None:
     key = uuid.uuid4().hex
     with RawClient(server.port) as client:
         client.open(f"/parking/{key}")
         for text in ("one", "two"):
-            until(lambda: parked(server) == 1, "parked")
+            until(lambda: parked(server) == 1, "parked", T)
             assert readers_of(server, key) == []
             client.send(frame(TEXT, text.encode()))
             assert client.read_frame().text == text
         # A frame cut in two by a park: the engine keeps what it parsed.
         whole = frame(TEXT, b"cut in two")
-        until(lambda: parked(server) == 1, "parked")
+        until(lambda: parked(server) == 1, "parked", T)
         client.send(whole[:4])
-        until(lambda: parked(server) == 1 and not readers_of(server, key), "parked mid-frame")
+        until(lambda: parked(server) == 1 and not readers_of(server, key), "parked mid-frame", T)
         client.send(whole[4:])
         assert client.read_frame().text == "cut in two"
-        until(lambda: parked(server) == 1, "parked")
+        until(lambda: parked(server) == 1, "parked", T)
         client.send(close_frame(1000))
         reply = client.read_frame()
         assert (reply.opcode, reply.close_code) == (CLOSE, 1000)
@@ -66,7 +57,7 @@ def test_an_idle_connection_parks_and_reads_on_at_the_next_input(server: Server)
     assert result["errors"] == []
     assert result["close_code"] == 1000
     assert result["threads_alive"] == []
-    until(lambda: parked(server) == 0, "nothing parked")
+    until(lambda: parked(server) == 0, "nothing parked", T)
 
 
 def test_a_parked_connection_answered_by_pongs_stays_open(server: Server) -> None:
@@ -74,7 +65,7 @@ def test_a_parked_connection_answered_by_pongs_stays_open(server: Server) -> Non
     reader, which reads it and parks again; open after three pong_waits."""
     key = uuid.uuid4().hex
     with connect(f"{server.ws}/parking-pinged/{key}", open_timeout=T) as ws:
-        until(lambda: parked(server) == 1, "parked")
+        until(lambda: parked(server) == 1, "parked", T)
         time.sleep(2.4)  # what is tested: three pong_waits pass
         ws.send("still here")
         assert ws.recv(timeout=T) == "still here"
@@ -106,7 +97,7 @@ def test_a_parked_connection_closed_by_the_server_finishes_the_handshake(
 ) -> None:
     key = uuid.uuid4().hex
     with connect(f"{server.ws}/parking/{key}", open_timeout=T) as ws:
-        until(lambda: parked(server) == 1, "parked")
+        until(lambda: parked(server) == 1, "parked", T)
         status, _ = server.get("/_close_all")
         assert status == 200
         with pytest.raises(ConnectionClosed) as closed:
@@ -116,7 +107,7 @@ def test_a_parked_connection_closed_by_the_server_finishes_the_handshake(
     assert result["done"] is True
     assert result["close_code"] == 1001
     assert result["threads_alive"] == []
-    until(lambda: parked(server) == 0, "nothing parked")
+    until(lambda: parked(server) == 0, "nothing parked", T)
     # With nothing parked and nothing to read on, the poller and its
     # workers end too (EMPTY_FOR, WORKER_IDLE).
     deadline = time.monotonic() + wait_time(15)

@@ -14,9 +14,8 @@ from __future__ import annotations
 import queue
 import socket
 import threading
-import time
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -24,7 +23,7 @@ from flask import Flask
 import flask_sockets_channels as sockets
 from flask_sockets_channels import Connection, connection, parking
 from flask_sockets_channels.testing import WebSocketSession, WebSocketTestClient
-from tests.conftest import wait_time
+from tests.conftest import until, wait_time
 
 T = wait_time(5)
 
@@ -59,15 +58,7 @@ class Endpoint:
 
     def reading(self, conn: Connection) -> None:
         """Until the view has taken the socket back from the poller."""
-        until(lambda: not parking.lot.parked(conn._sock), "the view reads the socket")
-
-
-def until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + T
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {T:.0f} s: {what}")
-        time.sleep(0.005)  # no event says the view took the socket
+        until(lambda: not parking.lot.parked(conn._sock), "the view reads the socket", T, 0.005)
 
 
 @pytest.fixture(autouse=True)
@@ -143,7 +134,7 @@ def test_with_a_rate_limit_the_view_never_reads() -> None:
     endpoint = Endpoint(rate_limit=(100, 1.0))
     with WebSocketTestClient(endpoint.app, timeout=T).connect("/seen") as ws:
         conn = endpoint.connections.get(timeout=T)
-        until(lambda: parking.lot.parked(conn._sock), "parked")
+        until(lambda: parking.lot.parked(conn._sock), "parked", T, 0.005)
         for n in range(2):
             ws.send_json({"n": n})
             assert ws.receive_json() == {"n": n}
