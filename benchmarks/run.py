@@ -732,6 +732,8 @@ def profile_load(bench: Bench, seconds: float, label: str, scenario: str) -> Non
         }
         if scenario == "large":
             config.update(connections=1, window=4, size=1 << 20, binary=True)
+        elif scenario == "rtt":
+            config.update(scenario="rtt")
         client = subprocess.Popen(
             ["node", str(CLIENT), json.dumps(config)], stdout=subprocess.PIPE, text=True
         )
@@ -817,7 +819,7 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: py-spy profile of SERVER (default ours-gunicorn) under the echo load",
     )
     parser.add_argument("--profile-seconds", type=float, default=15.0)
-    parser.add_argument("--profile-scenario", choices=["echo", "large"], default="echo")
+    parser.add_argument("--profile-scenario", choices=["echo", "large", "rtt"], default="echo")
     args = parser.parse_args(argv)
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     args.servers = [s for s in args.servers.split(",") if s]

@@ -265,7 +265,7 @@ class Connection:
         """
         check_close(code, reason)
         if self._closing.ask(code, reason):
-            self._reader.stop()
+            self._stop_reading()
             self.sender.close_after_queued(CloseFrame(code, reason))
 
     def fail(self, error: SocketsError | None, code: int, reason: str = "") -> None:
@@ -281,7 +281,7 @@ class Connection:
         if error is not None:
             self._report_failure(error)
         if self._closing.ask(code, reason):
-            self._reader.stop()
+            self._stop_reading()
             with self.sender.mutex, self._protocol_lock:
                 if self._protocol.state is State.OPEN:
                     self._closing.set_code(code, reason)
@@ -359,7 +359,7 @@ class Connection:
         not, and the reader would never reach its teardown.
         """
         self._shutdown(socket.SHUT_RDWR)
-        self._reader.stop()
+        self._stop_reading()
 
     def _slow_consumer(self) -> None:
         self.options.log(LOG_LEVEL_WARNING, "%s: hub backlog full; closing (1008)", self.name)
@@ -534,8 +534,24 @@ class Connection:
             self._reader_crashed()
             self.abort()
         finally:
-            if reader_needed or not self._idle():
+            # Input left over: a worker reads on; else hold or park the socket.
+            if reader_needed or not (self._hold_for_the_next_get() or self._idle()):
                 parking.lot.dispatch(self._read_on)
+
+    def _hold_for_the_next_get(self) -> bool:
+        """A message was read for the view: leave the socket unwatched, so
+        that the view's next ``get`` reads on at no cost, unless the view
+        works for longer than ``parking.HOLD_FOR`` (then the poller parks
+        it) or the connection closes (then :meth:`_stop_reading` does)."""
+        if not self.receiver.queue or self._closing.request is not None:
+            return False
+        return parking.lot.hold(self._sock, self._read_on)
+
+    def _stop_reading(self) -> None:
+        """The connection closes: a reader reads on for the peer's close
+        frame or the EOF (a held socket is parked for it at once)."""
+        self._reader.stop()
+        parking.lot.release(self._sock, self._read_on)
 
     def _reader_ended(self) -> None:
         """The reader thread ends: so does the connection."""
@@ -572,7 +588,7 @@ class Connection:
         """A write failed; the reader reads on, to the EOF or reset, and
         reports the end."""
         self.sender.close(discard=True)
-        self._reader.stop()
+        self._stop_reading()
 
     def _writer_lost(self, error: SocketsError) -> None:
         """No writer thread: marked closed (1006) and cut; the reader

@@ -18,6 +18,14 @@ through the socket (the peer's close frame or EOF, the close timer's or
 ``abort``'s shutdown, TCP_USER_TIMEOUT's error): each makes the socket
 readable, so the poller wakes a reader, which sees it as before.
 
+A view that read its socket while it waited (see ``Connection``) may
+*hold* it instead of parking it again: between two of its ``get`` calls the
+socket is neither watched nor read, and the view's next ``get`` reads on
+without an ``epoll_ctl`` either way. The poller parks every held socket
+every ``HOLD_FOR`` seconds, so a view that works for longer leaves its
+socket watched, as before, within that bound; closing a connection parks
+its held socket at once.
+
 epoll is Linux's; elsewhere :func:`available` is false and readers never
 park. The poller never reads, parses or calls back into a view, so nothing
 a peer or a view does can stall it.
@@ -30,6 +38,7 @@ import contextlib
 import os
 import select
 import threading
+import time
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
@@ -46,6 +55,8 @@ _EVENTS = (
 EMPTY_FOR = 1.0
 #: Seconds a worker waits for a woken connection before it ends.
 WORKER_IDLE = 5.0
+#: Seconds at most between two parkings of the held sockets.
+HOLD_FOR = 0.05
 
 
 def available() -> bool:
@@ -60,6 +71,9 @@ class ParkingLot:
         self._lock = threading.Lock()
         self._epoll: select.epoll | None = None
         self._wakes: dict[int, Callable[[], None]] = {}
+        # Held sockets: read by nobody, watched by nobody, until the next
+        # sweep parks them.
+        self._held: dict[int, Callable[[], None]] = {}
         # The workers' queue: woken connections' read_on, and how many
         # workers wait for one.
         self._work = threading.Condition(threading.Lock())
@@ -68,8 +82,8 @@ class ParkingLot:
         self._workers = 0
 
     def __len__(self) -> int:
-        """How many sockets are parked."""
-        return len(self._wakes)
+        """How many sockets no thread reads: parked or held."""
+        return len(self._wakes) + len(self._held)
 
     def parked(self, sock: socket.socket) -> bool:
         """Whether ``sock`` is parked: watched by the poller, read by nobody."""
@@ -102,12 +116,60 @@ class ParkingLot:
         (or hands it to :meth:`dispatch`) when it is done."""
         fd = sock.fileno()
         with self._lock:
-            if fd < 0 or self._wakes.get(fd) != read_on or self._epoll is None:
+            if fd < 0 or self._epoll is None:
+                return False
+            if self._held.get(fd) == read_on:
+                del self._held[fd]
+                return True
+            if self._wakes.get(fd) != read_on:
                 return False
             del self._wakes[fd]
             with contextlib.suppress(OSError):
                 self._epoll.unregister(fd)
         return True
+
+    def hold(self, sock: socket.socket, read_on: Callable[[], None]) -> bool:
+        """Leave ``sock``, just read by the caller, unwatched until the next
+        sweep parks it (at most ``HOLD_FOR`` seconds) or :meth:`claim` takes
+        it back. False if it cannot be held (no poller): the caller parks
+        it."""
+        fd = sock.fileno()
+        if fd < 0:
+            return False
+        with self._lock:
+            if (self._epoll or self._start()) is None:
+                return False
+            self._held[fd] = read_on
+        return True
+
+    def release(self, sock: socket.socket, read_on: Callable[[], None]) -> None:
+        """Park ``sock`` now if it is held with ``read_on``: its connection
+        is closing, and the peer's answer must not wait for a sweep."""
+        fd = sock.fileno()
+        with self._lock:
+            if fd < 0 or self._held.get(fd) != read_on:
+                return
+            del self._held[fd]
+            unparked = self._park_held([(fd, read_on)])
+        for job in unparked:
+            self._dispatch(job)
+
+    def _park_held(self, held: list[tuple[int, Callable[[], None]]]) -> list[Callable[[], None]]:
+        """Locked: watch the ``held`` sockets (the poller runs while any is
+        held); return the ``read_on`` of those that cannot be watched (a
+        worker reads them instead)."""
+        epoll = self._epoll
+        if epoll is None:  # cannot be while any is held: workers read them
+            return [read_on for _, read_on in held]
+        unparked = []
+        for fd, read_on in held:
+            try:
+                epoll.register(fd, _EVENTS)
+            except OSError:
+                unparked.append(read_on)
+            else:
+                self._wakes[fd] = read_on
+        return unparked
 
     def dispatch(self, read_on: Callable[[], None]) -> None:
         """Run ``read_on()`` in a worker thread now, as if its socket had
@@ -132,17 +194,28 @@ class ParkingLot:
         return epoll
 
     def _poll(self, epoll: select.epoll) -> None:
+        busy_at = time.monotonic()
+        next_sweep = busy_at + HOLD_FOR
         while True:
             try:
-                ready = epoll.poll(EMPTY_FOR)
+                ready = epoll.poll(min(HOLD_FOR, EMPTY_FOR))
             except OSError:  # closed: the process forked and this is the copy
                 return
-            if not ready:
-                with self._lock:
-                    if not self._wakes:  # the next park starts another
-                        self._epoll = None
-                        epoll.close()
-                        return
+            now = time.monotonic()
+            unparked: list[Callable[[], None]] = []
+            with self._lock:
+                if now >= next_sweep:
+                    next_sweep = now + HOLD_FOR
+                    unparked = self._park_held(list(self._held.items()))
+                    self._held.clear()
+                if ready or self._wakes or unparked:
+                    busy_at = now
+                elif now - busy_at >= EMPTY_FOR and not self._held:
+                    self._epoll = None  # the next park starts another
+                    epoll.close()
+                    return
+            for job in unparked:
+                self._dispatch(job)
             for fd, _ in ready:
                 with self._lock:
                     read_on = self._wakes.pop(fd, None)
@@ -197,6 +270,7 @@ class ParkingLot:
                 self._epoll.close()
         self._epoll = None
         self._wakes = {}
+        self._held = {}
         self._work = threading.Condition(threading.Lock())
         self._jobs = collections.deque()
         self._waiting = 0

@@ -102,6 +102,7 @@ class Reader:
         "_sock",
         "_undelivered",
         "_unpause",
+        "_waiter",
         "buffered",
         "last_alive",
         "messages_in",
@@ -146,6 +147,8 @@ class Reader:
         self._in_view = False
         self._undelivered: list[Any] = []
         self._read_error: OSError | None = None
+        # The view's poll of the socket, made at its first read.
+        self._waiter: select.poll | None = None
 
     @property
     def bytes_in(self) -> int:
@@ -217,7 +220,7 @@ class Reader:
         try:
             while not receiver.queue and not receiver.closed:
                 remaining = until - time.monotonic()
-                if remaining <= 0 or not _data_within(self._sock, remaining):
+                if remaining <= 0 or not self._data_within(remaining):
                     return False
                 try:
                     data = self._sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
@@ -238,6 +241,19 @@ class Reader:
             return False
         finally:
             self._in_view = False
+
+    def _data_within(self, timeout: float) -> bool:
+        """Data arrives on the socket within ``timeout`` seconds, and nothing
+        else (no EOF, no error: those are a reader's to see)."""
+        waiter = self._waiter
+        try:
+            if waiter is None:
+                waiter = self._waiter = select.poll()  # not select(): fds past 1023
+                waiter.register(self._sock, _INPUT_WATCHED)
+            ready = waiter.poll(max(1, int(timeout * 1000)))
+        except (OSError, ValueError):  # closed meanwhile
+            return False
+        return bool(ready) and ready[0][1] == _INPUT
 
     def stop(self) -> None:
         """Close ``receiver`` and wake a reader paused on it or on the rate
@@ -435,18 +451,6 @@ class Receiver(Channel[Any]):
 #: What ``poll`` says of a socket with only data to read.
 _INPUT = select.POLLIN if hasattr(select, "poll") else 0
 _INPUT_WATCHED = _INPUT | getattr(select, "POLLRDHUP", 0)
-
-
-def _data_within(sock: socket.socket, timeout: float) -> bool:
-    """Data arrives on ``sock`` within ``timeout`` seconds, and nothing else
-    (no EOF, no error: those are a reader's to see)."""
-    poller = select.poll()  # not select(): file descriptors past 1023
-    try:
-        poller.register(sock, _INPUT_WATCHED)
-        ready = poller.poll(max(1, int(timeout * 1000)))
-    except (OSError, ValueError):  # closed meanwhile
-        return False
-    return any(events == _INPUT for _, events in ready)
 
 
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)

@@ -5,8 +5,10 @@ process's poller while idle; a view whose ``get`` is about to wait takes it
 back and reads it in its own thread (for up to ``READ_IN_VIEW`` seconds),
 so that a request-response exchange costs no thread hand-off. Here the
 window is made long, so that the test knows the view is reading: each
-message's model records the thread that decoded it. In process, with the
-test client (the socket pair's server end is a real socket).
+message's model records the thread that decoded it. Between two ``get``
+calls the socket is held, watched by nobody, until the poller parks it
+(within ``parking.HOLD_FOR``) or the connection closes. In process, with
+the test client (the socket pair's server end is a real socket).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from flask import Flask
 
 import flask_sockets_channels as sockets
 from flask_sockets_channels import Connection, connection, parking
+from flask_sockets_channels.exceptions import ConnectionClosed
 from flask_sockets_channels.testing import WebSocketSession, WebSocketTestClient
 from tests.conftest import until, wait_time
 
@@ -46,6 +49,24 @@ class Endpoint:
         self.read_in_view: queue.Queue[bool] = queue.Queue()
         self.connections: queue.Queue[Connection] = queue.Queue()
         self.ended = threading.Event()
+        self.go_on = threading.Event()
+
+        @self.app.route("/works")
+        @sockets.json_messages(Seen, idle_reader_timeout=0.1, **options)
+        def works(receiver, sender, connection):  # type: ignore[no-untyped-def]
+            """Answers one message, then works (waits for ``go_on``)."""
+            self.connections.put(connection)
+            item = receiver.get()
+            sender.put({"n": item.n})
+            self.go_on.wait(T)
+            self.ended.set()
+
+        @self.app.route("/once")
+        @sockets.json_messages(Seen, idle_reader_timeout=0.1, **options)
+        def once(receiver, sender, connection):  # type: ignore[no-untyped-def]
+            """Answers one message and returns: the library closes (1000)."""
+            self.connections.put(connection)
+            sender.put({"n": receiver.get().n})
 
         @self.app.route("/seen")
         @sockets.json_messages(Seen, idle_reader_timeout=0.1, **options)
@@ -57,8 +78,8 @@ class Endpoint:
             self.ended.set()
 
     def reading(self, conn: Connection) -> None:
-        """Until the view has taken the socket back from the poller."""
-        until(lambda: not parking.lot.parked(conn._sock), "the view reads the socket", T, 0.005)
+        """Until the view reads the socket in its ``get``."""
+        until(lambda: conn._reader._in_view, "the view reads the socket", T, 0.005)
 
 
 @pytest.fixture(autouse=True)
@@ -139,3 +160,54 @@ def test_with_a_rate_limit_the_view_never_reads() -> None:
             ws.send_json({"n": n})
             assert ws.receive_json() == {"n": n}
     assert [endpoint.read_in_view.get(timeout=T) for _ in range(2)] == [False, False]
+
+
+def test_a_view_that_works_after_a_message_leaves_its_socket_to_the_poller(
+    endpoint: Endpoint,
+) -> None:
+    """The socket held after the view's ``get`` is parked by the poller's
+    next sweep: the peer's close is read while the view still works."""
+    with WebSocketTestClient(endpoint.app, timeout=T).connect("/works") as ws:
+        conn = endpoint.connections.get(timeout=T)
+        endpoint.reading(conn)
+        ws.send_json({"n": 0})
+        assert ws.receive_json() == {"n": 0}
+        assert endpoint.read_in_view.empty()  # no queue here: the view works
+        ws._protocol.send_close(1000, "")
+        ws._sock.sendall(b"".join(ws._protocol.data_to_send()))
+        with pytest.raises(ConnectionClosed):
+            ws.receive()  # the server's answer: a worker read our close
+        assert ws.close_code == 1000
+        assert not endpoint.ended.is_set()  # the view still works
+        endpoint.go_on.set()
+        assert endpoint.ended.wait(T)
+    assert conn.done.wait(T)
+    assert conn.close_code == 1000
+
+
+@pytest.fixture
+def no_sweeps(monkeypatch: pytest.MonkeyPatch) -> Iterator[parking.ParkingLot]:
+    """A poller of the test's own that never sweeps (an hour apart); its
+    threads are gone when the test ends."""
+    lot = parking.ParkingLot()
+    monkeypatch.setattr(parking, "lot", lot)
+    monkeypatch.setattr(parking, "HOLD_FOR", 3600.0)
+    monkeypatch.setattr(parking, "WORKER_IDLE", 0.1)
+    yield lot
+    until(lambda: lot._epoll is None and lot._workers == 0, "the test's poller gone", T)
+
+
+def test_closing_parks_a_held_socket_at_once(no_sweeps: parking.ParkingLot) -> None:
+    """The view returns right after its ``get``: the library's close must
+    not wait for a sweep to read the peer's answer, nor for
+    ``close_timeout`` (made longer than the test waits)."""
+    endpoint = Endpoint(close_timeout=3600)
+    with WebSocketTestClient(endpoint.app, timeout=T).connect("/once") as ws:
+        conn = endpoint.connections.get(timeout=T)
+        endpoint.reading(conn)
+        ws.send_json({"n": 0})
+        assert ws.receive_json() == {"n": 0}
+        with pytest.raises(ConnectionClosed):
+            ws.receive()  # the server's close; the client answers it
+        assert conn.done.wait(T)
+        assert conn.close_code == 1000
