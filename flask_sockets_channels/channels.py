@@ -254,8 +254,6 @@ class Channel(queue.Queue[T]):
             queue.Empty: ``block`` is false or ``timeout`` expired.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if block and not self.queue:
-            self._will_wait(deadline)
         with self.not_empty:
             self._waiting_getters += 1
             try:
@@ -288,12 +286,6 @@ class Channel(queue.Queue[T]):
 
     def _appended(self) -> None:
         """Hook: items were just added (subclasses start their consumer)."""
-
-    def _will_wait(self, deadline: float | None) -> None:
-        """Hook: a ``get`` is about to wait for an item until ``deadline``
-        (monotonic time; ``None``: no limit). Called without the lock; the
-        connection's receiver writes what its sender held back and may read
-        the socket in the caller's thread."""
 
     def _take(self, count: int) -> list[T]:
         """Remove the ``count`` oldest items and wake putters."""

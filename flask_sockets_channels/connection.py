@@ -60,7 +60,8 @@ from .exceptions import (
 from .keepalive import input_waiting, limit_unacknowledged, scheduler, vanished
 from .options import LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, Options
 from .options import seconds as to_seconds
-from .reader import Reader, Receiver
+from .reader import InView, Reader
+from .receiver import Receiver
 from .reporting import Reports
 from .sender import Sender
 from .wire import HEARTBEAT, CloseFrame, SocketWire, set_receive_timeout
@@ -69,9 +70,9 @@ __all__ = ["Codec", "Connection"]
 
 _numbers = itertools.count(1)
 #: Seconds a view whose ``get`` is about to wait reads a parked socket in its
-#: own thread before it parks it again and waits for the poller's worker:
-#: long enough for a peer's answer on a busy network, short enough that a
-#: view waiting on an idle connection soon holds nothing but its wait.
+#: own thread before it parks it again, for the poller to wake the ``get``
+#: at the next input: long enough for a peer's answer on a busy network,
+#: short enough that ``receiver.close()`` soon wakes a waiting ``get``.
 READ_IN_VIEW = 0.05
 
 
@@ -165,13 +166,11 @@ class Connection:
         self._codec = codec
         self._protocol = protocol
         self._protocol_lock = threading.Lock()
-        self.receiver: Channel[Any] = Receiver(
-            options.recv_channel_buffer, self._flush, self._read_in_view
-        )
+        events = _PartsEvents(self)
+        self.receiver: Receiver = Receiver(options.recv_channel_buffer, events)
         # Set at start when the socket parks (not with a rate limit, whose
         # waits are a reader's).
         self._reads_in_view = False
-        events = _PartsEvents(self)
         self._wire = SocketWire(
             sock, protocol, self._protocol_lock, self.receiver, options, self.name, events
         )
@@ -513,30 +512,43 @@ class Connection:
         self._closing.set_code(CloseCode.ABNORMAL_CLOSURE, "")
 
     def _idle(self) -> bool:
-        """No input for ``idle_reader_timeout``: park the socket, so that
-        the reader thread can end until the next input."""
-        return parking.lot.park(self._sock, self._read_on)
+        """No input for ``idle_reader_timeout``, or a view waits on an empty
+        ``receiver``: park the socket, so that no thread need read it until
+        the next input."""
+        return parking.lot.park(self._sock, self._woken)
 
-    def _read_in_view(self, deadline: float | None) -> None:
+    def _woken(self) -> None:
+        """In the poller's thread: the parked socket has input, EOF or an
+        error. The view's waiting ``get`` reads it, if it parked it for
+        itself; else a worker does."""
+        if not self.receiver.wake_view():
+            parking.lot.dispatch(self._read_on)
+
+    def _read_in_view(self, deadline: float | None, owned: bool) -> bool:
         """``receiver``'s ``get`` is about to wait until ``deadline``: if the
-        socket is parked, read it in this thread for up to
-        :data:`READ_IN_VIEW` seconds, then park it again (or hand it to a
-        worker, if input is left to deliver)."""
-        if not self._reads_in_view or not parking.lot.claim(self._sock, self._read_on):
-            return
+        socket is parked (or ``owned``: the poller woke this ``get`` for
+        it), read it in this thread for up to :data:`READ_IN_VIEW` seconds.
+        Then hold or park it, or hand it to a worker if input is left to
+        deliver; or, if nothing came, return True: ``receiver`` parks it to
+        be woken itself."""
+        if not owned and (
+            not self._reads_in_view or not parking.lot.claim(self._sock, self._woken)
+        ):
+            return False
         until = time.monotonic() + READ_IN_VIEW
         if deadline is not None:
             until = min(until, deadline)
-        reader_needed = True
+        outcome = InView.FOR_A_READER
         try:
-            reader_needed = self._reader.read_while_waiting(until)
+            outcome = self._reader.read_while_waiting(until)
         except Exception:  # a bug, never peer input: a reader ends the connection
             self._reader_crashed()
             self.abort()
-        finally:
-            # Input left over: a worker reads on; else hold or park the socket.
-            if reader_needed or not (self._hold_for_the_next_get() or self._idle()):
-                parking.lot.dispatch(self._read_on)
+        if outcome is InView.TIMED_OUT:
+            return True
+        if outcome is InView.FOR_A_READER or not (self._hold_for_the_next_get() or self._idle()):
+            parking.lot.dispatch(self._read_on)
+        return False
 
     def _hold_for_the_next_get(self) -> bool:
         """A message was read for the view: leave the socket unwatched, so
@@ -545,13 +557,13 @@ class Connection:
         it) or the connection closes (then :meth:`_stop_reading` does)."""
         if not self.receiver.queue or self._closing.request is not None:
             return False
-        return parking.lot.hold(self._sock, self._read_on)
+        return parking.lot.hold(self._sock, self._woken)
 
     def _stop_reading(self) -> None:
         """The connection closes: a reader reads on for the peer's close
         frame or the EOF (a held socket is parked for it at once)."""
         self._reader.stop()
-        parking.lot.release(self._sock, self._read_on)
+        parking.lot.release(self._sock, self._woken)
 
     def _reader_ended(self) -> None:
         """The reader thread ends: so does the connection."""
@@ -634,9 +646,10 @@ class Connection:
 
 class _PartsEvents:
     """What the reader (``ReadEvents``) and the write path (``WireEvents``)
-    tell their connection: kept off :class:`Connection`, whose public names
-    are the view's. Each event is the connection's method of the same name,
-    with a leading underscore."""
+    tell their connection, and what ``receiver`` asks of it
+    (``ViewReading``): kept off :class:`Connection`, whose public names are
+    the view's. Each is the connection's method of the same name, with a
+    leading underscore (``park`` is ``_idle``, ``read`` ``_read_in_view``)."""
 
     __slots__ = ("_connection",)
 
@@ -660,6 +673,18 @@ class _PartsEvents:
 
     def idle(self) -> bool:
         return self._connection._idle()
+
+    def flush(self) -> None:
+        self._connection._flush()
+
+    def read(self, deadline: float | None, owned: bool) -> bool:
+        return self._connection._read_in_view(deadline, owned)
+
+    def park(self) -> bool:
+        return self._connection._idle()
+
+    def hand_over(self) -> None:
+        parking.lot.dispatch(self._connection._read_on)
 
     def reader_ended(self) -> None:
         self._connection._reader_ended()

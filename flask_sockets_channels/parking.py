@@ -3,12 +3,15 @@
 A reader that has had no input for ``idle_reader_timeout`` parks its
 connection's socket here, and gives its thread up. The poller, one thread
 and one epoll for the process, watches every parked socket and, at its
-first input, EOF or error, hands the connection's ``read_on`` to a worker
-thread, which reads on where the last reader stopped (the engine keeps its
-state; a frame may be half read) until the connection is idle again or
-ends. Workers are reused: a woken connection costs a hand-off, not a thread
-start (measured: at 10,000 connections, starting a thread for every pong
-took about 1 ms of the poller's time, too slow to keep up). A worker with
+first input, EOF or error, calls the connection's ``woken`` in its own
+thread. That never reads: it wakes the view's ``get`` that parked the
+socket for itself (see :mod:`.receiver`), or hands the connection's
+``read_on`` to a worker thread (:meth:`ParkingLot.dispatch`), which reads
+on where the last reader stopped (the engine keeps its state; a frame may
+be half read) until the connection is idle again or ends. Workers are
+reused: a woken connection costs a hand-off, not a thread start
+(measured: at 10,000 connections, starting a thread for every pong took
+about 1 ms of the poller's time, too slow to keep up). A worker with
 nothing to do for ``WORKER_IDLE`` seconds ends, and so does the poller with
 nothing parked: with no connection, the library holds no thread.
 
@@ -27,14 +30,16 @@ socket watched, as before, within that bound; closing a connection parks
 its held socket at once.
 
 epoll is Linux's; elsewhere :func:`available` is false and readers never
-park. The poller never reads, parses or calls back into a view, so nothing
-a peer or a view does can stall it.
+park. The poller never reads, parses or calls back into a view (``woken``
+takes a channel's lock for a moment at most), so nothing a peer or a view
+does can stall it.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
 import select
 import threading
@@ -89,10 +94,12 @@ class ParkingLot:
         """Whether ``sock`` is parked: watched by the poller, read by nobody."""
         return sock.fileno() in self._wakes
 
-    def park(self, sock: socket.socket, read_on: Callable[[], None]) -> bool:
-        """Watch ``sock``; at its first input, EOF or error, run
-        ``read_on()`` once, in a worker thread. False if it cannot be parked
-        (no epoll, no thread for the poller): the caller reads on itself."""
+    def park(self, sock: socket.socket, woken: Callable[[], None]) -> bool:
+        """Watch ``sock``; at its first input, EOF or error, call
+        ``woken()`` once, in the poller's thread: it must not block (it
+        wakes a thread to read, or has :meth:`dispatch` start one). False if it
+        cannot be parked (no epoll, no thread for the poller): the caller
+        reads on itself."""
         fd = sock.fileno()
         if fd < 0 or not available():
             return False
@@ -100,7 +107,7 @@ class ParkingLot:
             epoll = self._epoll or self._start()
             if epoll is None:
                 return False
-            self._wakes[fd] = read_on
+            self._wakes[fd] = woken
             try:
                 # Level-triggered: input that came before this call wakes it too.
                 epoll.register(fd, _EVENTS)
@@ -109,26 +116,26 @@ class ParkingLot:
                 return False
         return True
 
-    def claim(self, sock: socket.socket, read_on: Callable[[], None]) -> bool:
+    def claim(self, sock: socket.socket, woken: Callable[[], None]) -> bool:
         """Take ``sock`` back from the poller if it is parked with
-        ``read_on`` (not woken, not parked by another connection that got
+        ``woken`` (not woken yet, not parked by another connection that got
         its file descriptor): the caller reads it now, and parks it again
         (or hands it to :meth:`dispatch`) when it is done."""
         fd = sock.fileno()
         with self._lock:
             if fd < 0 or self._epoll is None:
                 return False
-            if self._held.get(fd) == read_on:
+            if self._held.get(fd) == woken:
                 del self._held[fd]
                 return True
-            if self._wakes.get(fd) != read_on:
+            if self._wakes.get(fd) != woken:
                 return False
             del self._wakes[fd]
             with contextlib.suppress(OSError):
                 self._epoll.unregister(fd)
         return True
 
-    def hold(self, sock: socket.socket, read_on: Callable[[], None]) -> bool:
+    def hold(self, sock: socket.socket, woken: Callable[[], None]) -> bool:
         """Leave ``sock``, just read by the caller, unwatched until the next
         sweep parks it (at most ``HOLD_FOR`` seconds) or :meth:`claim` takes
         it back. False if it cannot be held (no poller): the caller parks
@@ -139,41 +146,41 @@ class ParkingLot:
         with self._lock:
             if (self._epoll or self._start()) is None:
                 return False
-            self._held[fd] = read_on
+            self._held[fd] = woken
         return True
 
-    def release(self, sock: socket.socket, read_on: Callable[[], None]) -> None:
-        """Park ``sock`` now if it is held with ``read_on``: its connection
+    def release(self, sock: socket.socket, woken: Callable[[], None]) -> None:
+        """Park ``sock`` now if it is held with ``woken``: its connection
         is closing, and the peer's answer must not wait for a sweep."""
         fd = sock.fileno()
         with self._lock:
-            if fd < 0 or self._held.get(fd) != read_on:
+            if fd < 0 or self._held.get(fd) != woken:
                 return
             del self._held[fd]
-            unparked = self._park_held([(fd, read_on)])
-        for job in unparked:
-            self._dispatch(job)
+            unparked = self._park_held([(fd, woken)])
+        for wake in unparked:
+            _call(wake)
 
     def _park_held(self, held: list[tuple[int, Callable[[], None]]]) -> list[Callable[[], None]]:
         """Locked: watch the ``held`` sockets (the poller runs while any is
-        held); return the ``read_on`` of those that cannot be watched (a
-        worker reads them instead)."""
+        held); return the ``woken`` of those that cannot be watched (to be
+        called at once, as if they had woken)."""
         epoll = self._epoll
-        if epoll is None:  # cannot be while any is held: workers read them
-            return [read_on for _, read_on in held]
+        if epoll is None:  # cannot be while any is held: as if woken
+            return [woken for _, woken in held]
         unparked = []
-        for fd, read_on in held:
+        for fd, woken in held:
             try:
                 epoll.register(fd, _EVENTS)
             except OSError:
-                unparked.append(read_on)
+                unparked.append(woken)
             else:
-                self._wakes[fd] = read_on
+                self._wakes[fd] = woken
         return unparked
 
     def dispatch(self, read_on: Callable[[], None]) -> None:
-        """Run ``read_on()`` in a worker thread now, as if its socket had
-        woken: for a connection whose caller read it and left input behind."""
+        """Run ``read_on()`` in a worker thread now: for a connection whose
+        socket must be read and that no thread reads."""
         self._dispatch(read_on)
 
     def _start(self) -> select.epoll | None:
@@ -214,16 +221,16 @@ class ParkingLot:
                     self._epoll = None  # the next park starts another
                     epoll.close()
                     return
-            for job in unparked:
-                self._dispatch(job)
+            for wake in unparked:
+                _call(wake)
             for fd, _ in ready:
                 with self._lock:
-                    read_on = self._wakes.pop(fd, None)
+                    woken = self._wakes.pop(fd, None)
                     # Off the epoll before the socket can be parked again.
                     with contextlib.suppress(OSError):
                         epoll.unregister(fd)
-                if read_on is not None:
-                    self._dispatch(read_on)
+                if woken is not None:
+                    _call(woken)
 
     def _dispatch(self, job: Callable[[], None]) -> None:
         """Give ``job`` to a waiting worker, or to a new one."""
@@ -275,6 +282,15 @@ class ParkingLot:
         self._jobs = collections.deque()
         self._waiting = 0
         self._workers = 0
+
+
+def _call(woken: Callable[[], None]) -> None:
+    """Call a parked socket's ``woken`` in the poller's thread: a bug there
+    is logged, and must not end the poller, which every parked socket needs."""
+    try:
+        woken()
+    except Exception:
+        logging.getLogger("flask_sockets_channels").exception("parked socket's wake-up failed")
 
 
 #: The process's poller.

@@ -12,6 +12,7 @@ connection's teardown runs in the reader thread.
 
 from __future__ import annotations
 
+import enum
 import select
 import socket
 import threading
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from .options import Options
     from .sender import Sender
 
-__all__ = ["ReadEvents", "Reader", "Receiver"]
+__all__ = ["InView", "ReadEvents", "Reader"]
 
 #: Bytes asked of a read while data flows (the last read filled what it
 #: asked for, or a frame is only partly in), and otherwise: a blocked
@@ -46,6 +47,18 @@ RECV_IDLE_SIZE = 1 << 8
 DEFLATE_MAX_RATIO = 1032
 #: The smallest piece of a read fed to the engine at once with compression.
 MIN_FEED_SIZE = 64
+
+
+class InView(enum.Enum):
+    """How a read in the view's thread ended (:meth:`Reader.read_while_waiting`)."""
+
+    #: A message is on ``receiver``, or ``receiver`` is closed.
+    DELIVERED = enum.auto()
+    #: Nothing came in time.
+    TIMED_OUT = enum.auto()
+    #: A reader must go on at once: input is left to deliver, or the
+    #: socket shows an EOF or an error.
+    FOR_A_READER = enum.auto()
 
 
 class ReadEvents(typing.Protocol):
@@ -204,47 +217,47 @@ class Reader:
             if not parked:
                 self._events.reader_ended()
 
-    def read_while_waiting(self, until: float) -> bool:
+    def read_while_waiting(self, until: float) -> InView:
         """Read in the view's thread, whose ``get`` is about to wait on an
         empty ``receiver``, the socket being taken back from the poller by
         the caller: until a message is on ``receiver``, ``receiver`` closes,
         ``until`` (monotonic time) passes, or the socket shows an EOF or an
         error (left for a reader, which ends the connection). Nothing here
         waits on ``receiver``: what does not fit is left for a reader.
-
-        Returns whether a reader must go on at once (input was read that is
-        not yet on ``receiver``); else the caller parks the socket again.
         """
         receiver = self.receiver
         self._in_view = True
         try:
             while not receiver.queue and not receiver.closed:
                 remaining = until - time.monotonic()
-                if remaining <= 0 or not self._data_within(remaining):
-                    return False
+                if remaining <= 0:
+                    return InView.TIMED_OUT
+                data_came = self._data_within(remaining)
+                if not data_came:
+                    return InView.TIMED_OUT if data_came is False else InView.FOR_A_READER
                 try:
                     data = self._sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     continue
                 except OSError as exc:  # between the poll and the read
                     self._read_error = exc
-                    return True
+                    return InView.FOR_A_READER
                 if not data:  # an EOF after the poll: a reader sees it
-                    return False
+                    return InView.FOR_A_READER
                 self.last_alive = time.monotonic()
                 if len(data) > self._feed:
                     self._receive_in_pieces(data, self._feed)
                 else:
                     self._receive(data)
                 if self._undelivered or self.buffered:
-                    return True
-            return False
+                    return InView.FOR_A_READER
+            return InView.DELIVERED
         finally:
             self._in_view = False
 
-    def _data_within(self, timeout: float) -> bool:
-        """Data arrives on the socket within ``timeout`` seconds, and nothing
-        else (no EOF, no error: those are a reader's to see)."""
+    def _data_within(self, timeout: float) -> bool | None:
+        """Whether data arrives on the socket within ``timeout`` seconds;
+        ``None`` for an EOF or an error (a reader's to see)."""
         waiter = self._waiter
         try:
             if waiter is None:
@@ -252,8 +265,10 @@ class Reader:
                 waiter.register(self._sock, _INPUT_WATCHED)
             ready = waiter.poll(max(1, int(timeout * 1000)))
         except (OSError, ValueError):  # closed meanwhile
+            return None
+        if not ready:
             return False
-        return bool(ready) and ready[0][1] == _INPUT
+        return True if ready[0][1] == _INPUT else None
 
     def stop(self) -> None:
         """Close ``receiver`` and wake a reader paused on it or on the rate
@@ -425,27 +440,6 @@ def _feed_size(protocol: Protocol, max_message_size: int | None) -> int:
     if not protocol.extensions or max_message_size is None:
         return RECV_SIZE
     return max(MIN_FEED_SIZE, max_message_size // DEFLATE_MAX_RATIO)
-
-
-class Receiver(Channel[Any]):
-    """``receiver``: before a ``get`` waits, what ``sender`` held back for
-    the view's next answer is written (the view has none coming), and then,
-    if the connection's socket is parked, the view's thread reads it for a
-    while (``read(deadline)``)."""
-
-    def __init__(
-        self,
-        maxsize: int,
-        flush: Callable[[], None],
-        read: Callable[[float | None], None],
-    ) -> None:
-        super().__init__(maxsize)
-        self._flush = flush
-        self._read = read
-
-    def _will_wait(self, deadline: float | None) -> None:
-        self._flush()
-        self._read(deadline)
 
 
 #: What ``poll`` says of a socket with only data to read.

@@ -211,3 +211,41 @@ def test_closing_parks_a_held_socket_at_once(no_sweeps: parking.ParkingLot) -> N
             ws.receive()  # the server's close; the client answers it
         assert conn.done.wait(T)
         assert conn.close_code == 1000
+
+
+@pytest.fixture
+def short_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The view soon parks its socket for itself and waits to be woken.
+    monkeypatch.setattr(connection, "READ_IN_VIEW", 0.01)
+
+
+def parked_for_the_view(conn: Connection) -> None:
+    until(lambda: conn.receiver._view_parked, "the socket parked for the view", T, 0.005)
+
+
+@pytest.mark.usefixtures("short_window")
+def test_a_view_waiting_past_its_window_is_woken_to_read_itself(endpoint: Endpoint) -> None:
+    """After the window the socket is parked for the view's ``get``: the
+    poller wakes that ``get``, which reads, instead of a worker."""
+    with WebSocketTestClient(endpoint.app, timeout=T).connect("/seen") as ws:
+        conn = endpoint.connections.get(timeout=T)
+        for n in range(3):
+            parked_for_the_view(conn)
+            ws.send_json({"n": n})
+            assert ws.receive_json() == {"n": n}
+            assert endpoint.read_in_view.get(timeout=T) is True
+
+
+@pytest.mark.usefixtures("short_window")
+def test_closing_wakes_a_view_waiting_to_be_woken(endpoint: Endpoint) -> None:
+    """``receiver.close()`` wakes every blocked ``get`` (SPEC), one waiting
+    for its parked socket too, before the peer has answered the close."""
+    with WebSocketTestClient(endpoint.app, timeout=T).connect("/seen") as ws:
+        conn = endpoint.connections.get(timeout=T)
+        parked_for_the_view(conn)
+        conn.close(1001)
+        assert endpoint.ended.wait(T)  # the client has not read anything yet
+        with pytest.raises(ConnectionClosed):
+            ws.receive()
+    assert conn.done.wait(T)
+    assert conn.close_code == 1001
