@@ -79,6 +79,8 @@ class ParkingLot:
         # Held sockets: read by nobody, watched by nobody, until the next
         # sweep parks them.
         self._held: dict[int, Callable[[], None]] = {}
+        # In the epoll, their one event fired: re-armed by the next park.
+        self._disarmed: set[int] = set()
         # The workers' queue: woken connections' read_on, and how many
         # workers wait for one.
         self._work = threading.Condition(threading.Lock())
@@ -107,13 +109,12 @@ class ParkingLot:
             epoll = self._epoll or self._start()
             if epoll is None:
                 return False
-            self._wakes[fd] = woken
             try:
                 # Level-triggered: input that came before this call wakes it too.
-                epoll.register(fd, _EVENTS)
+                self._arm(epoll, fd)
             except OSError:
-                del self._wakes[fd]
                 return False
+            self._wakes[fd] = woken
         return True
 
     def claim(self, sock: socket.socket, woken: Callable[[], None]) -> bool:
@@ -131,7 +132,7 @@ class ParkingLot:
             if self._wakes.get(fd) != woken:
                 return False
             del self._wakes[fd]
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # armed: its event must not fire
                 self._epoll.unregister(fd)
         return True
 
@@ -171,12 +172,27 @@ class ParkingLot:
         unparked = []
         for fd, woken in held:
             try:
-                epoll.register(fd, _EVENTS)
+                self._arm(epoll, fd)
             except OSError:
                 unparked.append(woken)
             else:
                 self._wakes[fd] = woken
         return unparked
+
+    def _arm(self, epoll: select.epoll, fd: int) -> None:
+        """Locked: watch ``fd`` for one event. A socket whose last event
+        fired is still in the epoll (one-shot): re-armed with one
+        ``epoll_ctl``, and the poller needs none per event (each would
+        give the GIL up, and wait for it behind every busy thread)."""
+        if fd in self._disarmed:
+            self._disarmed.discard(fd)
+            with contextlib.suppress(FileNotFoundError):  # closed since: gone
+                epoll.modify(fd, _EVENTS)
+                return
+        try:
+            epoll.register(fd, _EVENTS)
+        except FileExistsError:  # its file is still open under another fd
+            epoll.modify(fd, _EVENTS)
 
     def dispatch(self, read_on: Callable[[], None]) -> None:
         """Run ``read_on()`` in a worker thread now: for a connection whose
@@ -219,18 +235,18 @@ class ParkingLot:
                     busy_at = now
                 elif now - busy_at >= EMPTY_FOR and not self._held:
                     self._epoll = None  # the next park starts another
+                    self._disarmed.clear()
                     epoll.close()
                     return
             for wake in unparked:
                 _call(wake)
-            for fd, _ in ready:
+            if ready:
                 with self._lock:
-                    woken = self._wakes.pop(fd, None)
-                    # Off the epoll before the socket can be parked again.
-                    with contextlib.suppress(OSError):
-                        epoll.unregister(fd)
-                if woken is not None:
-                    _call(woken)
+                    wakes = [self._wakes.pop(fd, None) for fd, _ in ready]
+                    self._disarmed.update(fd for fd, _ in ready)
+                for woken in wakes:
+                    if woken is not None:
+                        _call(woken)
 
     def _dispatch(self, job: Callable[[], None]) -> None:
         """Give ``job`` to a waiting worker, or to a new one."""
@@ -278,6 +294,7 @@ class ParkingLot:
         self._epoll = None
         self._wakes = {}
         self._held = {}
+        self._disarmed = set()
         self._work = threading.Condition(threading.Lock())
         self._jobs = collections.deque()
         self._waiting = 0
