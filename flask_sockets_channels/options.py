@@ -99,12 +99,13 @@ class Options:
             per that many seconds, the reader pauses until the rate allows
             the next one (nothing is dropped; TCP pushes back on the client).
             ``None`` means no limit.
-        idle_reader_timeout: Opt-in: after this long without input, the
-            connection's reader thread ends and the process's poller (one
-            thread, epoll) watches the socket; a worker of the poller reads
-            the next input: an idle connection holds no thread of the
-            library's. ``None`` (the default) keeps a reader thread for the
-            connection's life (the only way where there is no epoll).
+        idle_reader_timeout: A connection's socket is parked from the start
+            with the process's poller (one thread, epoll): the view's own
+            thread reads it while it waits in ``receiver.get``, a worker of
+            the poller otherwise, and a reader thread that has had no input
+            for this long ends. An idle connection holds no thread of the
+            library's. ``None`` keeps a reader thread for the connection's
+            life (always so where there is no epoll: not Linux).
 
     Only the fields given when an ``Options`` is made override the app's
     ``SOCKETS_*`` config (``dataclasses.replace`` gives them all). The
@@ -131,7 +132,7 @@ class Options:
     max_connections: int | None = None
     max_connections_per_client: int | None = None
     rate_limit: tuple[float, float] | None = None
-    idle_reader_timeout: Duration | None = None
+    idle_reader_timeout: Duration | None = 2.0
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Options:
         self = super().__new__(cls)

@@ -44,6 +44,7 @@ import os
 import select
 import threading
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
@@ -159,8 +160,7 @@ class ParkingLot:
                 return
             del self._held[fd]
             unparked = self._park_held([(fd, woken)])
-        for wake in unparked:
-            _call(wake)
+        _call_all(unparked)
 
     def _park_held(self, held: list[tuple[int, Callable[[], None]]]) -> list[Callable[[], None]]:
         """Locked: watch the ``held`` sockets (the poller runs while any is
@@ -238,15 +238,18 @@ class ParkingLot:
                     self._disarmed.clear()
                     epoll.close()
                     return
-            for wake in unparked:
-                _call(wake)
+            _call_all(unparked)
             if ready:
-                with self._lock:
-                    wakes = [self._wakes.pop(fd, None) for fd, _ in ready]
-                    self._disarmed.update(fd for fd, _ in ready)
-                for woken in wakes:
-                    if woken is not None:
-                        _call(woken)
+                _call_all(self._woken(ready))
+            # No reference to a connection while waiting: it may be garbage.
+            del unparked
+
+    def _woken(self, ready: list[tuple[int, int]]) -> list[Callable[[], None] | None]:
+        """The ``woken`` of the sockets ``ready``: no longer parked (each
+        stays in the epoll, its one event spent)."""
+        with self._lock:
+            self._disarmed.update(fd for fd, _ in ready)
+            return [self._wakes.pop(fd, None) for fd, _ in ready]
 
     def _dispatch(self, job: Callable[[], None]) -> None:
         """Give ``job`` to a waiting worker, or to a new one."""
@@ -283,6 +286,7 @@ class ParkingLot:
                         return
                 job = self._jobs.popleft()
             job()
+            del job  # a finished connection is garbage while this waits
 
     def _forget(self) -> None:
         """In a forked child: the parent's sockets, epoll and workers are
@@ -301,13 +305,16 @@ class ParkingLot:
         self._workers = 0
 
 
-def _call(woken: Callable[[], None]) -> None:
-    """Call a parked socket's ``woken`` in the poller's thread: a bug there
+def _call_all(wakes: Iterable[Callable[[], None] | None]) -> None:
+    """Call parked sockets' ``woken`` in the poller's thread: a bug there
     is logged, and must not end the poller, which every parked socket needs."""
-    try:
-        woken()
-    except Exception:
-        logging.getLogger("flask_sockets_channels").exception("parked socket's wake-up failed")
+    for woken in wakes:
+        if woken is None:
+            continue
+        try:
+            woken()
+        except Exception:
+            logging.getLogger("flask_sockets_channels").exception("parked socket's wake-up failed")
 
 
 #: The process's poller.

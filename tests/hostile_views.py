@@ -71,15 +71,29 @@ def register(app: Flask, websocket: bool) -> None:
         journal.record(request.args.get("id"), {**outcome, "put_raised": put_raised})
 
     @app.route("/callback/decode", websocket=websocket)
-    @sockets.json_messages(ChatMessage)
+    @sockets.json_messages(ChatMessage, idle_reader_timeout=None)
     def callback_decode(receiver, sender, errors, connection):  # type: ignore[no-untyped-def]
-        """Messages that do not decode: the reader runs the callback."""
+        """Messages that do not decode: the reader thread runs the callback."""
         callback = RaisingCallback()
         connection.on_error(callback)
         sender.put("ready")
         for message in receiver:
             sender.put(message)
         journal.record(request.args.get("id"), _outcome(connection, errors, callback))
+
+    @app.route("/callback/decode/parked", websocket=websocket)
+    @sockets.json_messages(ChatMessage)
+    def callback_decode_parked(receiver, sender, errors, connection):  # type: ignore[no-untyped-def]
+        """As ``/callback/decode``, parked: the thread that reads (the view's
+        own in its ``get``, or a worker of the poller) runs the callback."""
+        callback = RaisingCallback()
+        connection.on_error(callback)
+        sender.put("ready")
+        for message in receiver:
+            sender.put(message)
+        outcome = _outcome(connection, errors, callback)
+        outcome["view_thread"] = threading.current_thread().name
+        journal.record(request.args.get("id"), outcome)
 
     @app.route("/flood/undecodable", websocket=websocket)
     @sockets.json_messages(ChatMessage, recv_channel_buffer=10)

@@ -370,6 +370,13 @@ def create_app(extension: bool = True) -> Flask:
         done.wait(30)
         _report(connection, errors, _entry_id())
 
+    @app.route("/wait-done/reader", websocket=websocket)
+    @sockets.messages(idle_reader_timeout=None)
+    def wait_done_reader(sender, done):  # type: ignore[no-untyped-def]
+        """``/wait-done`` with a reader thread for the connection's life."""
+        sender.put("ready")
+        done.wait(30)
+
     @app.route("/misrouted")  # a plain rule: needs the extension
     @sockets.messages()
     def misrouted(sender):  # type: ignore[no-untyped-def]
@@ -629,8 +636,10 @@ def create_app(extension: bool = True) -> Flask:
     def threads_start_after_the_request(exc: BaseException | None) -> None:
         threads_can_start()
 
+    # A reader thread for the connection's life: the one that cannot start.
+    # (Parked, it would need none once the poller runs.)
     @app.route("/hostile/no-thread", websocket=websocket)
-    @sockets.messages(logger=threads_restoring_logger)
+    @sockets.messages(logger=threads_restoring_logger, idle_reader_timeout=None)
     def hostile_no_thread(sender):  # type: ignore[no-untyped-def]
         sender.put("the view ran")  # it must not: its connection could not start
 

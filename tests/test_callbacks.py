@@ -87,6 +87,26 @@ def test_a_raising_callback_in_the_reader_leaves_the_connection_open(server: Ser
     assert_logged_once_with_traceback(server, result["name"])
 
 
+def test_a_raising_callback_in_the_view_reading_its_socket_leaves_the_connection_open(
+    server: Server,
+) -> None:
+    entry = key()
+    with connect(f"{server.ws}/callback/decode/parked?id={entry}", open_timeout=T) as ws:
+        assert json.loads(ws.recv(timeout=T)) == "ready"
+        ws.send("not json")
+        ws.send(json.dumps({"user": "ann", "text": "still here"}))
+        assert json.loads(ws.recv(timeout=T)) == {"user": "ann", "text": "still here"}
+    result = server.journal(entry)
+    assert result["done"] is True
+    assert result["close_code"] == 1000
+    assert result["errors"] == ["DecodeError"]
+    # The view's thread, in its get; a worker of the poller if the message
+    # came before the get took the socket.
+    (thread,) = result["callback_threads"]
+    assert thread in (result["view_thread"], "flask-sockets-channels reader")
+    assert_logged_once_with_traceback(server, result["name"])
+
+
 def test_a_flood_of_undecodable_messages_logs_a_few_lines_and_says_how_many_it_left_out(
     server: Server,
 ) -> None:

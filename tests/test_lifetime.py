@@ -230,10 +230,21 @@ def test_ping_is_answered_with_pong(server: Server) -> None:
         assert (pong.opcode, pong.payload) == (0xA, b"are you there")
 
 
-def test_an_idle_connection_has_one_library_thread_named_after_it(server: Server) -> None:
-    # With the request thread that runs the view: two threads per idle
-    # connection. A writer thread exists only while a backlog does.
+def test_an_idle_connection_has_no_library_thread_of_its_own(server: Server) -> None:
+    # Only the request thread that runs the view: the socket is parked with
+    # the process's poller (tests/test_parking.py). A writer thread exists
+    # only while a backlog does.
     with connect(f"{server.ws}/wait-done", open_timeout=T) as ws:
+        assert ws.recv(timeout=T) == "ready"
+        names = [n for n in server.threads() if n.startswith("ws-") and "/wait-done" in n]
+    assert names == []
+
+
+def test_without_parking_an_idle_connection_has_one_library_thread_named_after_it(
+    server: Server,
+) -> None:
+    # idle_reader_timeout=None: a reader thread for the connection's life.
+    with connect(f"{server.ws}/wait-done/reader", open_timeout=T) as ws:
         assert ws.recv(timeout=T) == "ready"
         names = [n for n in server.threads() if n.startswith("ws-") and "/wait-done" in n]
     assert len(names) == 1
