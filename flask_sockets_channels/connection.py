@@ -7,16 +7,18 @@ about to be written) and the engine's protocol in the OPEN state (see
 
 Threads (named after the connection):
 
-* ``reader`` runs the connection's :class:`~.reader.Reader`: it reads the
+* What reads runs the connection's :class:`~.reader.Reader`: it reads the
   socket, feeds the engine, puts complete messages on ``receiver`` and hands
-  the engine's replies (pongs, close frames) to the write path. It owns the
-  end of the connection: as it ends, :meth:`Connection._teardown` runs.
-  With ``idle_reader_timeout`` set (parking), there is no reader thread
-  while the socket is idle: the process's poller (:mod:`.parking`) watches
-  it and wakes a worker at its next input; and a view whose ``get`` is
-  about to wait takes the socket back and reads it in its own thread for
-  up to :data:`READ_IN_VIEW` seconds, so that the next message of a
-  request-response exchange costs no thread hand-off at all.
+  the engine's replies (pongs, close frames) to the write path; the one
+  that meets the end of the connection runs :meth:`Connection._teardown`.
+  With parking (``idle_reader_timeout``, the default where there is epoll)
+  no thread reads an idle socket: the process's poller (:mod:`.parking`)
+  watches it. A view whose ``get`` is about to wait reads it in its own
+  thread, for up to :data:`READ_IN_VIEW` seconds and again whenever the
+  poller wakes that ``get`` (:mod:`.receiver`), so a request-response
+  exchange costs no thread hand-off; a worker of the poller reads what
+  comes while no ``get`` waits. With ``idle_reader_timeout=None``, a
+  ``reader`` thread does it all for the connection's life.
 * ``writer`` exists only while a backlog does (:mod:`.sender`): most frames
   are written by the thread that has them, without waiting; the socket side
   of that path (serialising, sending, failed writes) is the connection's
@@ -295,13 +297,15 @@ class Connection:
 
     def on_done(self, callback: Callable[[Connection], None]) -> None:
         """Call ``callback(self)`` when the connection ends, before ``done``
-        is set, in the reader thread. An exception it raises is logged (at
-        ERROR, with its traceback) and changes nothing else."""
+        is set, in the library thread that met the end (the reader, or a
+        worker of the poller). An exception it raises is logged (at ERROR,
+        with its traceback) and changes nothing else."""
         self._on_done.append(callback)
 
     def on_error(self, callback: Callable[[SocketsError], None]) -> None:
         """Call ``callback(error)`` for every error put on ``errors``, in
-        the library thread that met it (reader, writer or timer). It must
+        the thread that met it (the reader, a worker of the poller or the
+        view's own in ``receiver.get``, the writer, the timer). It must
         not block; an exception it raises is logged (at ERROR, with its
         traceback, a few times per minute at most) and changes nothing
         else."""
