@@ -2,7 +2,7 @@
 
     python benchmarks/hold.py [--connections 10000] [--hold 60] [--servers ours,flask-sock]
     python benchmarks/hold.py --burst --hold 10 --timeout 900   # then all at once
-    python benchmarks/hold.py --servers ours --idle-reader-timeout 2   # readers park
+    python benchmarks/hold.py --servers ours --idle-reader-timeout none   # a reader each
     python benchmarks/hold.py --quick    # ours, 200 connections, 5 s, pings every 2 s (CI)
 
 Each server in turn, alone on the machine: one gunicorn gthread worker
@@ -251,8 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--idle-reader-timeout",
-        type=float,
-        help="ours: park idle connections' readers after this many seconds",
+        type=lambda value: value if value == "none" else float(value),
+        help="ours: idle_reader_timeout in seconds, or 'none' for a reader thread "
+        "per connection (default: the library's, parked sockets)",
     )
     parser.add_argument("--quick", action="store_true", help="200 connections, 5 s, ours only")
     parser.add_argument("--json", type=Path, help="also write every sample here")

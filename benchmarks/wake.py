@@ -1,20 +1,20 @@
-"""The first message after an idle spell, with and without parked readers.
+"""The first message after an idle spell, with parked sockets and with reader threads.
 
     python benchmarks/wake.py [--connections 20] [--rounds 8]
     python benchmarks/wake.py --quick    # 5 connections, 2 rounds (CI)
 
 Ours in one gunicorn gthread worker (as benchmarks/hold.py starts it), twice
-in turn: with a reader thread for each connection (the default), then with
-``idle_reader_timeout`` set, so an idle connection's socket is parked with
-the process's poller. A light load: a websockets sync client opens the
-connections, and in each round waits past ``idle_reader_timeout`` (every
+in turn: with a reader thread for each connection (``idle_reader_timeout``
+``None``), then parked (the default), so an idle connection's socket waits
+with the process's poller, which wakes the view's ``get`` to read it. A
+light load: a websockets sync client opens the connections, and in each
+round waits past the view's 50 ms read and ``idle_reader_timeout`` (every
 socket parked, in the second server), then sends one message on each
 connection in turn and times its echo ("after idle"), and a second one at
-once ("awake": the first message woke the connection; a parked socket is
-parked again as soon as a read finds nothing, so it is woken again too).
-Reported per server:
-the median and 90th percentile of both, in microseconds, and the ratio of
-the parked server's "after idle" median to the default's.
+once ("awake": the view, back in its ``get``, reads the socket held for it).
+Reported per server: the median and 90th percentile of both, in
+microseconds, and the ratio of the parked server's "after idle" median to
+the reader threads'.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def measure(server_args: argparse.Namespace, args: argparse.Namespace) -> dict[s
         process.stop()
         gone(pid)
     return {
-        "parked": bool(server_args.idle_reader_timeout),
+        "parked": server_args.idle_reader_timeout != "none",
         "after_idle_us": percentiles(after_idle),
         "awake_us": percentiles(awake),
     }
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.connections, args.rounds = 5, 2
     results = []
-    for idle_reader_timeout in (None, IDLE_READER_TIMEOUT):
+    for idle_reader_timeout in ("none", IDLE_READER_TIMEOUT):
         server_args = argparse.Namespace(
             connections=args.connections,
             ping_period=PING_PERIOD,
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             idle_reader_timeout=idle_reader_timeout,
             timeout=30,
         )
-        log(f"wake: {'parked' if idle_reader_timeout else 'a reader each'}")
+        log(f"wake: {'a reader each' if idle_reader_timeout == 'none' else 'parked'}")
         results.append(measure(server_args, args))
         print(json.dumps(results[-1]), flush=True)
     kept, parked = results

@@ -43,7 +43,9 @@ if "BENCH_PING_PERIOD" in os.environ:
     app.config["SOCKETS_PING_PERIOD"] = float(os.environ["BENCH_PING_PERIOD"])
     app.config["SOCKETS_PONG_WAIT"] = float(os.environ["BENCH_PONG_WAIT"])
 if "BENCH_IDLE_READER_TIMEOUT" in os.environ:  # benchmarks/hold.py --idle-reader-timeout
-    app.config["SOCKETS_IDLE_READER_TIMEOUT"] = float(os.environ["BENCH_IDLE_READER_TIMEOUT"])
+    # "none": a reader thread per connection, no parking.
+    value = os.environ["BENCH_IDLE_READER_TIMEOUT"]
+    app.config["SOCKETS_IDLE_READER_TIMEOUT"] = None if value == "none" else float(value)
 ext = sockets.Sockets(app)
 
 
