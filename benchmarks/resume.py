@@ -48,18 +48,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 import redis  # noqa: E402
-from run import Process, children, free_port, http_ok, log  # noqa: E402
+from run import Process, children, cpu_seconds, free_port, http_ok, log  # noqa: E402
 
 import flask_sockets_channels as sockets  # noqa: E402
 
 HISTORY = 5000
 PUBLISH_PERIOD = 0.005
 CONFIG = ROOT / "examples" / "gunicorn.conf.py"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def redis_cpu(client: redis.Redis) -> float:

@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from hold import PING_PERIOD, gone, start  # noqa: E402
-from run import log  # noqa: E402
+from run import cpu_seconds, log  # noqa: E402
 
 PAYLOAD = b"a" * 32
 #: A masked text frame (a zero mask: the payload is sent as it is).
@@ -49,9 +49,6 @@ WARMUP = 1000
 
 def server_cpu_and_switches(pid: int) -> tuple[float, int]:
     """The process's CPU seconds and its threads' context switches so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     switches = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -61,7 +58,7 @@ def server_cpu_and_switches(pid: int) -> tuple[float, int]:
         for line in status.splitlines():
             if "ctxt_switches:" in line:
                 switches += int(line.split()[1])
-    return cpu, switches
+    return cpu_seconds(pid), switches
 
 
 def open_socket(port: int) -> socket.socket:
