@@ -559,7 +559,7 @@ class Connection:
         that the view's next ``get`` reads on at no cost, unless the view
         works for longer than ``parking.HOLD_FOR`` (then the poller parks
         it) or the connection closes (then :meth:`_stop_reading` does)."""
-        if not self.receiver.queue or self._closing.request is not None:
+        if not self.receiver.has_items or self._closing.request is not None:
             return False
         return parking.lot.hold(self._sock, self._woken)
 

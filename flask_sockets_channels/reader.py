@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 
 from . import engine
 from .assembler import Assembler, Raw
-from .channels import Channel, Closed
+from .channels import Closed
 from .engine import Frame, Opcode, State, parser_error
 from .exceptions import CloseCode, DecodeError, ProtocolError, SocketsError
 from .ratelimit import TokenBucket
+from .receiver import Receiver
 
 if TYPE_CHECKING:
     from .engine import Protocol
@@ -128,7 +129,7 @@ class Reader:
         sock: socket.socket,
         protocol: Protocol,
         protocol_lock: threading.Lock,
-        receiver: Channel[Any],
+        receiver: Receiver,
         sender: Sender,
         decode: Callable[[Raw], Any],
         options: Options,
@@ -228,7 +229,7 @@ class Reader:
         receiver = self.receiver
         self._in_view = True
         try:
-            while not receiver.queue and not receiver.closed:
+            while not receiver.has_items and not receiver.closed:
                 remaining = until - time.monotonic()
                 if remaining <= 0:
                     return InView.TIMED_OUT
@@ -406,6 +407,10 @@ class Reader:
         return not self.receiver.closed
 
     def _put_on_receiver(self, items: list[Any]) -> None:
+        if self._in_view:  # the reading get takes the first itself
+            items = self.receiver.keep_for_view(items)
+            if not items:
+                return
         try:
             start = self.receiver._put_available(items)
         except Closed:

@@ -77,6 +77,30 @@ class Endpoint:
                 sender.put({"n": item.n})
             self.ended.set()
 
+        @self.app.route("/batches")
+        @sockets.json_messages(Seen, idle_reader_timeout=0.1, **options)
+        def batches(receiver, sender, connection):  # type: ignore[no-untyped-def]
+            """Answers each ``get_many`` with the numbers it returned."""
+            self.connections.put(connection)
+            while True:
+                try:
+                    items = receiver.get_many()
+                except sockets.Closed:
+                    break
+                sender.put({"batch": [item.n for item in items]})
+            self.ended.set()
+
+        @self.app.route("/tasks")
+        @sockets.json_messages(Seen, idle_reader_timeout=0.1, **options)
+        def tasks(receiver, sender, connection):  # type: ignore[no-untyped-def]
+            """Marks each message done, and answers with what is unfinished."""
+            self.connections.put(connection)
+            for item in receiver:
+                receiver.task_done()
+                receiver.join()  # returns at once: nothing else was put
+                sender.put({"n": item.n, "unfinished": receiver.unfinished_tasks})
+            self.ended.set()
+
     def reading(self, conn: Connection) -> None:
         """Until the view reads the socket in its ``get``."""
         until(lambda: conn._reader._in_view, "the view reads the socket", T, 0.005)
@@ -125,6 +149,39 @@ def test_what_does_not_fit_on_receiver_is_delivered_by_a_worker_in_order() -> No
         ws._sock.sendall(b"".join(ws._protocol.data_to_send()))  # one write
         assert [ws.receive_json()["n"] for _ in range(6)] == list(range(6))
     assert [endpoint.read_in_view.get(timeout=T) for _ in range(6)] == [True] * 6
+
+
+def test_a_burst_read_by_the_view_comes_out_of_get_many_whole_and_in_order(
+    endpoint: Endpoint,
+) -> None:
+    """The first message of a read is handed to the reading ``get`` and the
+    rest put on ``receiver``: ``get_many`` returns them all, in order."""
+    with WebSocketTestClient(endpoint.app, timeout=T).connect("/batches") as ws:
+        conn = endpoint.connections.get(timeout=T)
+        for round_ in range(3):
+            endpoint.reading(conn)
+            numbers = list(range(round_ * 5, round_ * 5 + 5))
+            for n in numbers:
+                ws._protocol.send_text(f'{{"n": {n}}}'.encode())
+            ws._sock.sendall(b"".join(ws._protocol.data_to_send()))  # one write
+            got: list[int] = []
+            while len(got) < len(numbers):
+                got += ws.receive_json()["batch"]
+            assert got == numbers
+
+
+def test_messages_read_by_the_view_count_for_task_done_and_join(endpoint: Endpoint) -> None:
+    """A message handed straight to the reading ``get`` counts as put, as
+    one taken from the channel does: ``task_done`` never raises, ``join``
+    returns once each is done."""
+    with WebSocketTestClient(endpoint.app, timeout=T).connect("/tasks") as ws:
+        conn = endpoint.connections.get(timeout=T)
+        for n in range(3):
+            endpoint.reading(conn)
+            ws.send_json({"n": n})
+            assert ws.receive_json() == {"n": n, "unfinished": 0}
+    assert endpoint.ended.wait(T)
+    assert conn.errors.empty()
 
 
 def test_a_close_read_by_the_view_ends_the_connection(
