@@ -238,9 +238,10 @@ class Channel(queue.Queue[T]):
             Closed: The channel is closed and empty.
             queue.Empty: ``block`` is false or ``timeout`` expired.
         """
-        with self.mutex:
-            if self.queue:  # the common case, fast
-                return self._take(1)[0]
+        if self.queue:  # the common case, fast (unlocked: a hint, checked again)
+            with self.mutex:
+                if self.queue:
+                    return self._take(1)[0]
         return self.get_many(1, block, timeout)[0]
 
     def get_many(

@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import typing
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import engine
 from .assembler import Assembler, Raw
@@ -299,7 +299,7 @@ class Reader:
                 return
             protocol.receive_data(data)
             # Past the handshake, the engine's events are frames.
-            frames = cast("list[Frame]", protocol.events_received())
+            frames: list[Frame] = protocol.events_received()  # type: ignore[assignment]
             replies = protocol.data_to_send()
             failure = protocol.parser_exc if state is State.OPEN else None
             closing = protocol.state is not State.OPEN

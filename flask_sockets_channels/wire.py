@@ -35,7 +35,6 @@ __all__ = [
     "SocketWire",
     "WireEvents",
     "send_all",
-    "send_nowait",
     "set_receive_timeout",
 ]
 
@@ -157,8 +156,15 @@ class SocketWire:
         self._events.flush_by(due)
 
     def send_nowait(self, data: bytes | memoryview) -> int:
-        """Send what the kernel takes at once. Raises ``OSError``."""
-        return send_nowait(self._sock, data)
+        """Send what the kernel takes at once; 0 where ``MSG_DONTWAIT`` does
+        not exist (then the writer thread sends everything). Raises
+        ``OSError``."""
+        if not _NO_WAIT:
+            return 0
+        try:
+            return self._sock.send(data, _NO_WAIT)
+        except BlockingIOError:
+            return 0
 
     def send_within(self, data: bytes | memoryview, started: float) -> bool:
         """Send all of ``data`` by ``started + write_wait``; on a timeout or
@@ -226,17 +232,6 @@ class SocketWire:
 # -- socket writes -------------------------------------------------------------------
 
 _NO_WAIT = getattr(socket, "MSG_DONTWAIT", 0)
-
-
-def send_nowait(sock: socket.socket, data: bytes | memoryview) -> int:
-    """Send what the kernel takes at once; 0 where ``MSG_DONTWAIT`` does not
-    exist (then the writer thread sends everything). Raises ``OSError``."""
-    if not _NO_WAIT:
-        return 0
-    try:
-        return sock.send(data, _NO_WAIT)
-    except BlockingIOError:
-        return 0
 
 
 def send_all(
