@@ -116,6 +116,7 @@ class Reader:
         "_sock",
         "_undelivered",
         "_unpause",
+        "_view_read_size",
         "_waiter",
         "buffered",
         "last_alive",
@@ -161,8 +162,10 @@ class Reader:
         self._in_view = False
         self._undelivered: list[Any] = []
         self._read_error: OSError | None = None
-        # The view's poll of the socket, made at its first read.
+        # The view's poll of the socket, made at its first read, and the
+        # size of its next read.
         self._waiter: select.poll | None = None
+        self._view_read_size = RECV_IDLE_SIZE
 
     @property
     def bytes_in(self) -> int:
@@ -227,6 +230,7 @@ class Reader:
         waits on ``receiver``: what does not fit is left for a reader.
         """
         receiver = self.receiver
+        size = self._view_read_size
         self._in_view = True
         try:
             while not receiver.has_items and not receiver.closed:
@@ -237,7 +241,7 @@ class Reader:
                 if not data_came:
                     return InView.TIMED_OUT if data_came is False else InView.FOR_A_READER
                 try:
-                    data = self._sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+                    data = self._sock.recv(size, socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     continue
                 except OSError as exc:  # between the poll and the read
@@ -246,6 +250,11 @@ class Reader:
                 if not data:  # an EOF after the poll: a reader sees it
                     return InView.FOR_A_READER
                 self.last_alive = time.monotonic()
+                # Sized as read_loop's reads: small unless data flows (this
+                # read filled its buffer) or a message is only partly in
+                # (the loop goes on).
+                self._view_read_size = RECV_SIZE if len(data) == size else RECV_IDLE_SIZE
+                size = RECV_SIZE
                 if len(data) > self._feed:
                     self._receive_in_pieces(data, self._feed)
                 else:
