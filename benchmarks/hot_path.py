@@ -45,11 +45,11 @@ from websockets.protocol import Protocol, Side, State
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
 
-PAYLOAD = b"a" * 32
-#: A masked text frame (a zero mask: the payload is sent as it is).
-FRAME = bytes([0x81, 0x80 | len(PAYLOAD)]) + bytes(4) + PAYLOAD
-ANSWER_SIZE = 2 + len(PAYLOAD)
+from rtt_raw import ANSWER_SIZE, FRAME  # noqa: E402
+from run import ours_snapshot  # noqa: E402
+
 WARMUP = 1000
 
 
@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
+        assert "flask_sockets_channels" not in sys.modules, "imported before its tree was chosen"
         sys.path.insert(0, str(args.child))
         print(ours(args.messages))
         return 0
@@ -154,9 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     trees = {"ours": ROOT}
     with tempfile.TemporaryDirectory() as scratch:
         if args.against:
-            sys.path.insert(0, str(HERE))
-            from run import ours_snapshot
-
             trees["ours_at_ref"] = ours_snapshot(args.against, Path(scratch))
         results: dict[str, list[float]] = {name: [] for name in ("syscalls", "engine", *trees)}
         for _ in range(args.rounds):
