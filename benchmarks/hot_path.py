@@ -47,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from rtt_raw import ANSWER_SIZE, FRAME  # noqa: E402
+from rtt_raw import ANSWER_SIZE, FRAME, read_answer  # noqa: E402
 from run import ours_snapshot  # noqa: E402
 
 WARMUP = 1000
@@ -84,7 +84,7 @@ def syscalls(count: int) -> float:
             waiter.poll(1000)
             data = server.recv(1 << 16)
             server.send(data[:ANSWER_SIZE])
-            client.recv(4096)
+            read_answer(client)
 
         return per_message(step, count)
 
@@ -117,9 +117,7 @@ def ours(count: int) -> float:
     def step() -> None:
         client.send(FRAME)
         put(get())
-        received = 0
-        while received < ANSWER_SIZE:
-            received += len(client.recv(4096))
+        read_answer(client)
 
     try:
         return per_message(step, count)

@@ -86,6 +86,11 @@ def open_socket(port: int) -> socket.socket:
 
 def round_trip(sock: socket.socket) -> None:
     sock.sendall(FRAME)
+    read_answer(sock)
+
+
+def read_answer(sock: socket.socket) -> None:
+    """Read the server's answer to :data:`FRAME` (its bytes only counted)."""
     received = 0
     while received < ANSWER_SIZE:
         chunk = sock.recv(4096)
